@@ -1,0 +1,96 @@
+//! Decides, at build time, where the cblas symbols that ndarray calls come from.
+//!
+//! A user on a fresh machine must never meet a link error, so the system library is used only
+//! when it is actually there: Accelerate on macOS, OpenBLAS on other systems when pkg-config or
+//! a look in the usual library folders finds it. Otherwise the crate compiles its own pure-Rust
+//! cblas functions and says so. `EMBER_BLAS=openblas|accelerate|none` overrides the probe.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    println!(
+        "cargo::rustc-check-cfg=cfg(ember_blas, values(\"openblas\", \"accelerate\", \"fallback\"))"
+    );
+    println!("cargo::rerun-if-env-changed=EMBER_BLAS");
+    println!("cargo::rerun-if-env-changed=OPENBLAS_LIB_DIR");
+    println!("cargo::rerun-if-changed=build.rs");
+
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let request = env::var("EMBER_BLAS").unwrap_or_else(|_| "auto".into());
+    let engine = match request.as_str() {
+        "none" | "fallback" => "fallback",
+        "accelerate" => link_accelerate(),
+        "openblas" => match find_openblas() {
+            Some(dir) => link_openblas(dir),
+            None => panic!(
+                "EMBER_BLAS=openblas but no OpenBLAS library was found: install it \
+                 (Debian/Ubuntu: apt-get install libopenblas-dev; Fedora: dnf install \
+                 openblas-devel; macOS: brew install openblas) or set OPENBLAS_LIB_DIR"
+            ),
+        },
+        "auto" | "" if target_os == "macos" || target_os == "ios" => link_accelerate(),
+        "auto" | "" => find_openblas().map(link_openblas).unwrap_or("fallback"),
+        other => panic!("EMBER_BLAS={other}: expected one of auto, openblas, accelerate, none"),
+    };
+    if engine == "fallback" && request != "none" && request != "fallback" {
+        println!(
+            "cargo::warning=ember-blas: no system OpenBLAS found, matmuls use the pure-Rust \
+             fallback (several times slower). Install libopenblas-dev (Debian/Ubuntu) or \
+             openblas-devel (Fedora) and rebuild for the fast path."
+        );
+    }
+    println!("cargo::rustc-cfg=ember_blas=\"{engine}\"");
+}
+
+fn link_accelerate() -> &'static str {
+    println!("cargo::rustc-link-lib=framework=Accelerate");
+    "accelerate"
+}
+
+fn link_openblas(dir: Option<PathBuf>) -> &'static str {
+    if let Some(dir) = dir {
+        println!("cargo::rustc-link-search=native={}", dir.display());
+    }
+    println!("cargo::rustc-link-lib=openblas");
+    "openblas"
+}
+
+/// `Some(None)`: found through the linker's default search path; `Some(Some(dir))`: found in `dir`.
+fn find_openblas() -> Option<Option<PathBuf>> {
+    if let Ok(dir) = env::var("OPENBLAS_LIB_DIR") {
+        return has_openblas(Path::new(&dir)).then(|| Some(PathBuf::from(dir)));
+    }
+    if let Some(dir) = pkg_config_libdir() {
+        return Some(Some(dir));
+    }
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let candidates = [
+        format!("/usr/lib/{arch}-linux-gnu"),
+        "/usr/lib64".into(),
+        "/usr/lib".into(),
+        "/usr/local/lib".into(),
+        "/opt/homebrew/opt/openblas/lib".into(),
+        "/usr/local/opt/openblas/lib".into(),
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|dir| has_openblas(dir))
+        .map(Some)
+}
+
+fn pkg_config_libdir() -> Option<PathBuf> {
+    let out = std::process::Command::new("pkg-config")
+        .args(["--variable=libdir", "openblas"])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    (out.status.success() && has_openblas(&dir)).then_some(dir)
+}
+
+fn has_openblas(dir: &Path) -> bool {
+    ["libopenblas.so", "libopenblas.dylib", "libopenblas.a"]
+        .iter()
+        .any(|name| dir.join(name).exists())
+}

@@ -1,0 +1,121 @@
+use burn::config::Config;
+use burn::nn::{EmbeddingConfig, Initializer, LayerNormConfig, Linear};
+use burn::tensor::{Bool, Device, Tensor};
+
+use crate::{Block, CausalSelfAttention, Gpt, Mlp};
+
+/// The shape of a GPT. Presets live in `configs/*.toml`; `vocab_size` comes from the tokenizer.
+#[derive(Config, Debug, PartialEq)]
+pub struct GptConfig {
+    /// Number of distinct tokens.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block; must divide `d_model`.
+    pub n_head: usize,
+    /// Longest sequence the model sees (nanoGPT's `block_size`).
+    pub context: usize,
+    /// Biases on every Linear and LayerNorm, as GPT-2 and nanoGPT's default.
+    #[config(default = true)]
+    pub bias: bool,
+}
+
+/// GPT-2's initialisation: N(0, 0.02) for weights and embeddings.
+const INIT_STD: f64 = 0.02;
+
+impl GptConfig {
+    /// The first field that makes the shape impossible, and why; `None` when it can be built.
+    pub fn invalid(&self) -> Option<(&'static str, String)> {
+        let fields = [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("context", self.context),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Some((name, "expected a positive integer, got 0".into()));
+        }
+        (!self.d_model.is_multiple_of(self.n_head)).then(|| {
+            let why = format!(
+                "d_model ({}) must be a multiple of n_head ({})",
+                self.d_model, self.n_head
+            );
+            ("n_head", why)
+        })
+    }
+
+    /// Builds the model with GPT-2 initialisation. Seed the device first for a reproducible one.
+    ///
+    /// # Panics
+    /// If the shape is [`invalid`](Self::invalid).
+    pub fn init(&self, device: &Device) -> Gpt {
+        if let Some((field, why)) = self.invalid() {
+            panic!("invalid GptConfig: {field}: {why}");
+        }
+        let d = self.d_model;
+        // Residual projections are scaled so that the residual stream's variance does not grow
+        // with depth (GPT-2, section 2.3).
+        let proj_std = INIT_STD / (2.0 * self.n_layer as f64).sqrt();
+        let blocks = (0..self.n_layer)
+            .map(|_| Block {
+                ln_1: LayerNormConfig::new(d).with_bias(self.bias).init(device),
+                attn: CausalSelfAttention {
+                    qkv: self.linear(d, 3 * d, INIT_STD, device),
+                    proj: self.linear(d, d, proj_std, device),
+                    n_head: self.n_head,
+                },
+                ln_2: LayerNormConfig::new(d).with_bias(self.bias).init(device),
+                mlp: Mlp {
+                    fc: self.linear(d, 4 * d, INIT_STD, device),
+                    proj: self.linear(4 * d, d, proj_std, device),
+                },
+            })
+            .collect();
+        let embedding = |n| {
+            EmbeddingConfig::new(n, d)
+                .with_initializer(normal(INIT_STD))
+                .init(device)
+        };
+        Gpt {
+            wte: embedding(self.vocab_size),
+            wpe: embedding(self.context),
+            blocks,
+            ln_f: LayerNormConfig::new(d).with_bias(self.bias).init(device),
+            head: self.linear(d, self.vocab_size, INIT_STD, device),
+            // Built once: `true` above the diagonal, where a position would see its future.
+            causal_mask: Tensor::<2, Bool>::tril_mask([self.context, self.context], 0, device),
+        }
+    }
+
+    /// Parameter count from the shape alone, without building the model.
+    pub fn num_params(&self) -> usize {
+        let (d, v, b) = (self.d_model, self.vocab_size, usize::from(self.bias));
+        let linear = |i: usize, o: usize| i * o + b * o;
+        let layer_norm = d + b * d;
+        let block =
+            2 * layer_norm + linear(d, 3 * d) + linear(d, d) + linear(d, 4 * d) + linear(4 * d, d);
+        v * d + self.context * d + self.n_layer * block + layer_norm + linear(d, v)
+    }
+
+    /// Parameters that take part in matmuls (all Linear weights): the `N` of the 6·N·tokens
+    /// estimate of training FLOPs.
+    pub fn num_matmul_params(&self) -> usize {
+        let d = self.d_model;
+        self.n_layer * 12 * d * d + d * self.vocab_size
+    }
+
+    /// A Linear with N(0, `std`) weights and zero bias (Burn's own Linear draws both).
+    fn linear(&self, d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+        Linear {
+            weight: normal(std).init([d_in, d_out], device),
+            bias: self.bias.then(|| Initializer::Zeros.init([d_out], device)),
+        }
+    }
+}
+
+fn normal(std: f64) -> Initializer {
+    Initializer::Normal { mean: 0.0, std }
+}

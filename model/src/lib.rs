@@ -1,0 +1,13 @@
+//! The Ember GPT: a decoder-only transformer as nanoGPT defines it, written once against Burn's
+//! backend-agnostic modules. The backend is whatever the `Device` passed to
+//! [`GptConfig::init`] runs on.
+
+mod attention;
+mod block;
+mod config;
+mod gpt;
+
+pub use attention::CausalSelfAttention;
+pub use block::{Block, Mlp, gelu};
+pub use config::GptConfig;
+pub use gpt::{Gpt, cross_entropy};

@@ -1,0 +1,175 @@
+//! Backend selection at run time among those compiled in, and the CPU thread policy.
+//!
+//! A backend is a cargo feature (`ndarray` by default, `flex`, `wgpu`, `cuda`); the model code
+//! never changes, only the `Device` it is given. Asking for a backend this build lacks names the
+//! feature that adds it.
+
+use std::fmt;
+
+use burn::tensor::Device;
+
+/// The backends Ember knows, with the cargo feature that compiles each in.
+pub const BACKENDS: [(&str, &str); 4] = [
+    ("ndarray", "ndarray"),
+    ("flex", "flex"),
+    ("wgpu", "wgpu"),
+    ("cuda", "cuda"),
+];
+
+/// A device chosen by name, with what the start-up banner says about it.
+pub struct Selected {
+    pub device: Device,
+    pub name: String,
+    /// The matmul engine, for the CPU backends.
+    pub matmul: Option<String>,
+    pub threads: Threads,
+}
+
+/// Worker threads as configured: rayon's pool (the CPU backends' parallel loops) and the BLAS
+/// library's own pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    pub rayon: usize,
+    pub blas: Option<usize>,
+}
+
+impl fmt::Display for Selected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend {}", self.name)?;
+        if let Some(matmul) = &self.matmul {
+            write!(f, " | matmul {matmul}")?;
+        }
+        write!(f, " | threads {} rayon", self.threads.rayon)?;
+        if let Some(blas) = self.threads.blas {
+            write!(f, ", {blas} BLAS")?;
+        }
+        Ok(())
+    }
+}
+
+/// Names of the backends compiled into this build, in `auto` order (CPU first: the default
+/// build must train with no GPU present).
+pub fn compiled() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    names
+}
+
+/// Picks the device for `spec` (`auto`, `ndarray`, `flex`, `wgpu`, `cuda` or `cuda:N`) and sets
+/// the CPU thread policy (`threads` = 0: one per core).
+pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
+    let (kind, index) = match spec.split_once(':') {
+        Some((kind, index)) => {
+            let index = index
+                .parse::<usize>()
+                .map_err(|_| format!("--device {spec}: `{index}` is not a device index"))?;
+            (kind, Some(index))
+        }
+        None => (spec, None),
+    };
+    let kind = match kind {
+        "auto" => *compiled().first().ok_or(
+            "this build has no backend: rebuild with a backend feature (ndarray, flex, wgpu, cuda)",
+        )?,
+        other => other,
+    };
+    if index.is_some() && kind != "cuda" {
+        return Err(format!("--device {spec}: only cuda takes a device index"));
+    }
+    let threads = set_threads(threads);
+    let (device, matmul) = match kind {
+        // Deprecated upstream in favour of flex; kept as the default because with a system BLAS
+        // it is the fastest CPU backend here (BENCHMARKS.md).
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        "ndarray" => (Device::ndarray(), Some(ember_blas::engine().to_string())),
+        #[cfg(feature = "flex")]
+        "flex" => (Device::flex(), Some("gemm crate (pure Rust)".to_string())),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => (Device::wgpu(burn::tensor::DeviceKind::default()), None),
+        #[cfg(feature = "cuda")]
+        "cuda" => (Device::cuda(index.unwrap_or(0)), None),
+        other => {
+            return Err(match BACKENDS.iter().find(|(name, _)| *name == other) {
+                Some((_, feature)) => format!(
+                    "--device {spec}: the {other} backend is not compiled into this build; \
+                     rebuild with `--features {feature}` (compiled in: {})",
+                    compiled().join(", ")
+                ),
+                None => format!(
+                    "--device {spec}: unknown backend, expected auto, {}",
+                    BACKENDS.map(|(name, _)| name).join(", ")
+                ),
+            });
+        }
+    };
+    let name = match index {
+        Some(i) => format!("{kind}:{i}"),
+        None => kind.to_string(),
+    };
+    Ok(Selected {
+        device,
+        name,
+        matmul,
+        threads,
+    })
+}
+
+/// Sizes rayon's global pool once (later calls keep the first size) and the BLAS pool.
+///
+/// The policy: rayon gets every thread, BLAS one. Burn's ndarray backend runs the independent
+/// matmuls of a batched product (one per sequence and head) on rayon threads, each calling
+/// BLAS; a threaded BLAS inside each would ask for cores² threads and thrash. Measured in
+/// BENCHMARKS.md. `OPENBLAS_NUM_THREADS` in the environment overrides the BLAS side.
+fn set_threads(requested: usize) -> Threads {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rayon = if requested == 0 { cores } else { requested };
+    // Fails only if the pool already exists (a second run in one process); keep that one.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon)
+        .build_global();
+    let blas = match std::env::var("OPENBLAS_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => blas_threads(n),
+        None => blas_threads(1),
+    };
+    Threads {
+        rayon: rayon::current_num_threads(),
+        blas,
+    }
+}
+
+#[cfg(feature = "ndarray")]
+fn blas_threads(n: usize) -> Option<usize> {
+    ember_blas::set_threads(n)
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn blas_threads(_: usize) -> Option<usize> {
+    None
+}
+
+/// How to get a faster matmul engine, when there is one to get.
+pub fn matmul_advice() -> Option<&'static str> {
+    #[cfg(feature = "ndarray")]
+    {
+        ember_blas::engine().advice()
+    }
+    #[cfg(not(feature = "ndarray"))]
+    {
+        None
+    }
+}

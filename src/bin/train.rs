@@ -1,0 +1,109 @@
+//! `cargo run --release --bin train`: trains the small preset on the built-in corpus, or
+//! whatever the config and flags say. See `train --help`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ember::backend;
+use ember::cli::TrainArgs;
+use ember::progress::{Progress, mib};
+use ember_train::Trainer;
+use ember_train::corpus::builtin_corpus;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = TrainArgs::parse();
+    init_logging(args.debug);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &TrainArgs) -> Result<()> {
+    let (config, stem) = args.resolve()?;
+    let text = load_text(&config.data.path)?;
+    let selected =
+        backend::select(&config.run.device, config.run.threads).map_err(anyhow::Error::msg)?;
+    println!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
+    if let Some(advice) = backend::matmul_advice() {
+        println!("note: {advice}");
+    }
+    let m = &config.model;
+    let source = if config.data.path.is_empty() {
+        "built-in corpus"
+    } else {
+        &config.data.path
+    };
+    let mut trainer = Trainer::new(config.clone(), &text, &stem, selected.device)?;
+    let gpt = m.gpt(trainer.tokenizer().vocab_size());
+    println!(
+        "model d={} layers={} heads={} context={} vocab={} params={} | data {source} ({} chars) | {} steps x {} seqs",
+        m.d_model,
+        m.n_layer,
+        m.n_head,
+        m.context,
+        gpt.vocab_size,
+        gpt.num_params(),
+        text.chars().count(),
+        config.train.steps,
+        config.train.batch_size,
+    );
+    println!("run folder {}", trainer.run_dir().display());
+
+    let mut progress = Progress::new(config.train.steps);
+    let summary = trainer.train(&mut progress);
+    progress.finish();
+    let summary = summary?;
+    let eval = summary
+        .last_eval
+        .map(|e| format!(" | val loss {:.4} (train {:.4})", e.val_loss, e.train_loss))
+        .unwrap_or_default();
+    println!(
+        "done: {} steps in {:.1}s | {:.0} tok/s | last loss {:.4}{eval} | peak RSS {}",
+        summary.steps,
+        summary.train_time_s,
+        summary.tokens_per_sec,
+        summary.last_loss,
+        mib(summary.peak_rss_bytes),
+    );
+    println!("run folder {}", trainer.run_dir().display());
+    Ok(())
+}
+
+/// The training text: the file at `path`, or the built-in corpus when `path` is empty.
+fn load_text(path: &str) -> Result<String> {
+    if path.is_empty() {
+        return Ok(builtin_corpus());
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{path}: cannot read the training text"))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{path}: not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    if text.is_empty() {
+        bail!("{path}: the training text is empty");
+    }
+    Ok(text)
+}
+
+/// Warnings by default; `--debug` or `RUST_LOG` for more (`RUST_LOG=ember_train=trace` logs
+/// the phases of every step, to find where a run hangs).
+fn init_logging(debug: bool) {
+    let filter = if debug {
+        EnvFilter::new("ember=debug,ember_train=debug")
+    } else {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,94 @@
+//! The `train` command line, and how it layers onto the config.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use ember_train::config::{ConfigBuilder, ConfigError, DEFAULT_PRESET, RunConfig};
+
+/// Train a GPT language model. Every setting lives in a TOML config (a preset from configs/, a
+/// file of your own, or both); the flags below override it.
+#[derive(Debug, Parser)]
+#[command(name = "train", version, args_override_self = true)]
+pub struct TrainArgs {
+    /// Start from this preset: tiny, small, medium or large [default: small].
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A TOML config file, layered on top of the preset.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Train on this UTF-8 text file instead of the built-in corpus (data.path).
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Number of optimizer steps (train.steps).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Folder that holds the run folders (run.out) [default: runs].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N (run.device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Seed for the weights, batches and samples (train.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// CPU worker threads, 0 = one per core (run.threads).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override any config value: --set section.key=value (repeatable), e.g. --set train.lr=3e-4.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Log each phase of the first steps (as RUST_LOG=debug).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+impl TrainArgs {
+    /// The resolved config and the stem run folders are named after (preset or config file).
+    pub fn resolve(&self) -> Result<(RunConfig, String), ConfigError> {
+        let preset = self.preset.as_deref().unwrap_or(DEFAULT_PRESET);
+        let mut builder = ConfigBuilder::preset(preset)?;
+        let mut stem = preset.to_string();
+        if let Some(path) = &self.config {
+            builder = builder.file(path)?;
+            stem = path
+                .file_stem()
+                .map_or(stem, |s| s.to_string_lossy().into_owned());
+        }
+        let toml_string = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let flags = [
+            (
+                "--data",
+                self.data
+                    .as_ref()
+                    .map(|p| format!("data.path={}", toml_string(&p.to_string_lossy()))),
+            ),
+            ("--steps", self.steps.map(|n| format!("train.steps={n}"))),
+            (
+                "--out",
+                self.out
+                    .as_ref()
+                    .map(|p| format!("run.out={}", toml_string(&p.to_string_lossy()))),
+            ),
+            (
+                "--device",
+                self.device
+                    .as_ref()
+                    .map(|d| format!("run.device={}", toml_string(d))),
+            ),
+            ("--seed", self.seed.map(|n| format!("train.seed={n}"))),
+            (
+                "--threads",
+                self.threads.map(|n| format!("run.threads={n}")),
+            ),
+        ];
+        for (flag, assignment) in flags {
+            if let Some(assignment) = assignment {
+                builder = builder.set(&assignment, flag)?;
+            }
+        }
+        for assignment in &self.sets {
+            builder = builder.set(assignment, "--set")?;
+        }
+        Ok((builder.build()?, stem))
+    }
+}

@@ -1,0 +1,6 @@
+//! Ember: train small GPT language models with Burn. This crate picks the backend (a cargo
+//! feature and `--device`), sets the CPU thread policy, and holds the binaries' shared parts.
+
+pub mod backend;
+pub mod cli;
+pub mod progress;

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use ember_train::rng::SplitMix64;
+
+/// The default build's CPU device, through the same selection the binaries use (which also
+/// links the BLAS engine).
+pub fn cpu() -> Device {
+    ember::backend::select("ndarray", 0)
+        .expect("ndarray is compiled in")
+        .device
+}
+
+/// A tensor's values as f64, whatever its dtype.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data().iter::<f64>().collect()
+}
+
+/// Replaces every float parameter with uniform values in `[-scale, scale]` (LayerNorm scales
+/// included), so that comparisons are not hidden by GPT-2's tiny initial weights.
+pub struct Randomize {
+    pub rng: SplitMix64,
+    pub scale: f64,
+}
+
+impl ModuleMapper for Randomize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| {
+            let (shape, device) = (t.shape(), t.device());
+            let n = shape.num_elements();
+            let v: Vec<f64> = (0..n)
+                .map(|_| (self.rng.unit_f64() * 2.0 - 1.0) * self.scale)
+                .collect();
+            let (dtype, grad): (FloatDType, bool) = (t.dtype().into(), t.is_require_grad());
+            Tensor::<D>::from_data(TensorData::new(v, shape), &device)
+                .cast(dtype)
+                .set_require_grad(grad)
+        })
+    }
+}
+
+/// Every float parameter: (module path, id, rank).
+#[derive(Default)]
+pub struct ParamList {
+    path: Vec<String>,
+    pub params: Vec<(String, ParamId, usize)>,
+}
+
+impl ModuleVisitor for ParamList {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.params.push((self.path.join("."), param.id, D));
+    }
+}
+
+pub fn param_list<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
+    let mut list = ParamList::default();
+    model.visit(&mut list);
+    list.params
+}

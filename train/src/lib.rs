@@ -1,0 +1,18 @@
+//! Everything that turns text and a config into a trained Ember model: tokenizer, data, the
+//! AdamW set-up and LR schedule, the step loop with evaluation and sampling, and its metrics.
+
+pub mod config;
+pub mod corpus;
+pub mod data;
+pub mod metrics;
+pub mod optim;
+pub mod rng;
+pub mod run_dir;
+pub mod sample;
+pub mod schedule;
+pub mod sys;
+pub mod tokenizer;
+pub mod trainer;
+
+pub use config::{ConfigBuilder, ConfigError, RunConfig};
+pub use trainer::{NoHooks, StepHooks, Summary, TrainError, Trainer};

@@ -1,0 +1,63 @@
+//! What a run reports: one JSON object per logged step in `metrics.jsonl`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One step's figures. Timings cover the training work of the steps since the previous logged
+/// step (batch, forward, backward, clipping, update), not evaluation or sampling.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepRecord {
+    /// Optimizer updates done, counting this one (1-based; 0 is the model before training).
+    pub step: usize,
+    /// Loss of this step's batch, before its update.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    pub ms_per_step: f64,
+    pub rss_bytes: u64,
+    pub elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Whether this record goes to `metrics.jsonl` (every `log_every` steps, evals, first, last).
+    #[serde(skip)]
+    pub logged: bool,
+    /// Fields that step hooks add (the memory module's figures, for example).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The loss estimate of an evaluation, as nanoGPT's `estimate_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EvalRecord {
+    pub step: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+}
+
+/// Appends records to `metrics.jsonl`, one line each, flushed so that a crash loses nothing
+/// already logged and `tail -f` follows the run.
+pub struct MetricsWriter {
+    out: BufWriter<File>,
+}
+
+impl MetricsWriter {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = File::options().create(true).append(true).open(path)?;
+        Ok(Self {
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn write<T: Serialize>(&mut self, record: &T) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}

@@ -1,0 +1,372 @@
+//! The training loop, phase by phase as nanoGPT's: evaluate when due, draw a batch, forward,
+//! backward, clip the global gradient norm, step AdamW with the scheduled learning rate, log.
+//!
+//! # The step scope
+//! Each step is bracketed by [`StepHooks::begin_step`] and [`StepHooks::end_step`]. Everything a
+//! step allocates (forward, backward, update, and, when due, evaluation, sampling and, later,
+//! checkpointing) happens between the two, in that order; `end_step` is the last thing a step
+//! does, so that a hook that accounts for memory sees every byte the step kept. Nothing of a
+//! step may allocate after its `end_step`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use ember_model::Gpt;
+use tracing::{debug, info};
+
+use crate::config::RunConfig;
+use crate::data::{Dataset, Split};
+use crate::metrics::{EvalRecord, MetricsWriter, StepRecord};
+use crate::optim::{adamw, clip_global_norm};
+use crate::rng::{SplitMix64, Stream};
+use crate::run_dir::{atomic_write, create_run_dir};
+use crate::sample::{SamplingConfig, generate};
+use crate::schedule::LrSchedule;
+use crate::sys::{peak_rss_bytes, rss_bytes};
+use crate::tokenizer::CharTokenizer;
+
+/// Steps whose phases are logged at debug level (all steps at trace level).
+const DEBUG_STEPS: usize = 5;
+
+/// Observers of the loop: progress display, memory accounting. Every method has a no-op default.
+pub trait StepHooks {
+    /// First thing in step `step` (1-based).
+    fn begin_step(&mut self, _step: usize) {}
+    /// Last thing in a step; may add fields to the record before it is logged.
+    fn end_step(&mut self, _record: &mut StepRecord) {}
+    fn on_eval(&mut self, _eval: &EvalRecord) {}
+    fn on_sample(&mut self, _step: usize, _text: &str) {}
+}
+
+/// Hooks that observe nothing.
+pub struct NoHooks;
+impl StepHooks for NoHooks {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Data(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "step {step}: the {what} is {value}; training stopped before the update (lower train.lr, or check the data)"
+    )]
+    NonFinite {
+        step: usize,
+        what: &'static str,
+        value: f64,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub steps: usize,
+    pub last_loss: f64,
+    pub last_eval: Option<EvalRecord>,
+    pub train_time_s: f64,
+    pub tokens_per_sec: f64,
+    pub peak_rss_bytes: u64,
+    pub sample: String,
+}
+
+pub struct Trainer {
+    config: RunConfig,
+    device: Device,
+    tokenizer: CharTokenizer,
+    data: Dataset,
+    model: Gpt,
+    optim: ModuleOptimizer,
+    schedule: LrSchedule,
+    run_dir: PathBuf,
+    metrics: MetricsWriter,
+}
+
+impl Trainer {
+    /// Tokenizes `text`, creates the run folder (named after `stem` unless the config names it)
+    /// with its `config.toml` and `vocab.json`, and builds the model on `device` with autodiff.
+    pub fn new(
+        config: RunConfig,
+        text: &str,
+        stem: &str,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let tokenizer = CharTokenizer::from_text(text);
+        let tokens = tokenizer
+            .encode(text)
+            .expect("a text's own vocabulary covers it");
+        let data = Dataset::split(&tokens, config.data.val_fraction, config.model.context)
+            .map_err(TrainError::Data)?;
+        let run_dir =
+            create_run_dir(&config.run.out, &config.run.name, stem).map_err(TrainError::Data)?;
+        let config_path = run_dir.join("config.toml");
+        atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
+        let vocab_path = run_dir.join("vocab.json");
+        atomic_write(&vocab_path, tokenizer.to_json().as_bytes()).map_err(io(&vocab_path))?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics = MetricsWriter::create(&metrics_path).map_err(io(&metrics_path))?;
+
+        let device = device.autodiff();
+        device.seed(config.train.seed);
+        let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
+        let t = &config.train;
+        let schedule = LrSchedule {
+            lr: t.lr,
+            min_lr: t.min_lr,
+            warmup: t.warmup,
+            decay_steps: t.steps,
+        };
+        info!(
+            params = model.num_params(),
+            vocab = tokenizer.vocab_size(),
+            train_tokens = data.tokens(Split::Train).len(),
+            val_tokens = data.tokens(Split::Val).len(),
+            run_dir = %run_dir.display(),
+            "model and data ready"
+        );
+        Ok(Self {
+            optim: adamw(t),
+            config,
+            device,
+            tokenizer,
+            data,
+            model,
+            schedule,
+            run_dir,
+            metrics,
+        })
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn model(&self) -> &Gpt {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &CharTokenizer {
+        &self.tokenizer
+    }
+
+    /// Runs every step of the config, evaluating and sampling when due.
+    pub fn train(&mut self, hooks: &mut dyn StepHooks) -> Result<Summary, TrainError> {
+        let t = self.config.train.clone();
+        let tokens_per_step = (t.batch_size * self.config.model.context) as f64;
+        let start = Instant::now();
+        let (mut train_time, mut window_time, mut window_steps) = (0.0, 0.0, 0usize);
+        let mut last_eval = self.maybe_eval(0, hooks)?;
+        let mut last_loss = f64::NAN;
+        let mut sample = String::new();
+
+        for step in 1..=t.steps {
+            hooks.begin_step(step);
+            let lr = self.schedule.at(step - 1);
+            let step_start = Instant::now();
+            let (loss, grad_norm) = self.update(step, lr)?;
+            let dt = step_start.elapsed().as_secs_f64();
+            (train_time, window_time, window_steps) =
+                (train_time + dt, window_time + dt, window_steps + 1);
+            last_loss = loss;
+
+            let eval_due = t.eval_every > 0 && step.is_multiple_of(t.eval_every) || step == t.steps;
+            let eval = if eval_due {
+                self.maybe_eval(step, hooks)?
+            } else {
+                None
+            };
+            last_eval = eval.or(last_eval);
+            if t.sample_every > 0 && step.is_multiple_of(t.sample_every) {
+                sample = self.sample(step, hooks);
+            }
+
+            let mut record = StepRecord {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_sec: tokens_per_step * window_steps as f64 / window_time,
+                ms_per_step: 1e3 * window_time / window_steps as f64,
+                rss_bytes: rss_bytes(),
+                elapsed_s: start.elapsed().as_secs_f64(),
+                train_loss: eval.map(|e| e.train_loss),
+                val_loss: eval.map(|e| e.val_loss),
+                logged: step == 1
+                    || step == t.steps
+                    || eval.is_some()
+                    || (t.log_every > 0 && step.is_multiple_of(t.log_every)),
+                ..StepRecord::default()
+            };
+            hooks.end_step(&mut record);
+            if record.logged {
+                let path = self.run_dir.join("metrics.jsonl");
+                self.metrics.write(&record).map_err(io(&path))?;
+                (window_time, window_steps) = (0.0, 0);
+            }
+        }
+        if t.sample_tokens > 0 && (t.sample_every == 0 || !t.steps.is_multiple_of(t.sample_every)) {
+            sample = self.sample(t.steps, hooks);
+        }
+        Ok(Summary {
+            steps: t.steps,
+            last_loss,
+            last_eval,
+            train_time_s: train_time,
+            tokens_per_sec: tokens_per_step * t.steps as f64 / train_time.max(f64::MIN_POSITIVE),
+            peak_rss_bytes: peak_rss_bytes(),
+            sample,
+        })
+    }
+
+    /// One optimizer update; returns the batch loss and the gradient norm before clipping.
+    fn update(&mut self, step: usize, lr: f64) -> Result<(f64, f64), TrainError> {
+        let t = &self.config.train;
+        let verbose = step <= DEBUG_STEPS && tracing::enabled!(tracing::Level::DEBUG)
+            || tracing::enabled!(tracing::Level::TRACE);
+        let mut clock = PhaseClock::new(verbose, &self.device, step);
+
+        let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
+        let batch = self.data.batch(
+            Split::Train,
+            t.batch_size,
+            self.config.model.context,
+            &mut rng,
+            &self.device,
+        );
+        clock.phase("data");
+        let loss = self.model.loss(batch.inputs, batch.targets);
+        clock.phase("forward");
+        let grads = loss.backward();
+        clock.phase("backward");
+        let mut grads = GradientsParams::from_grads(grads, &self.model);
+        let grad_norm = clip_global_norm(&self.model, &mut grads, t.grad_clip);
+        let loss = f64::from(loss.into_scalar::<f32>());
+        for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { step, what, value });
+            }
+        }
+        clock.phase("clip");
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        clock.phase("optimizer");
+        Ok((loss, grad_norm))
+    }
+
+    /// nanoGPT's `estimate_loss`: mean loss over `eval_iters` batches of each split, drawn from
+    /// their own stream so that evaluating never shifts the training batches.
+    fn maybe_eval(
+        &mut self,
+        step: usize,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Option<EvalRecord>, TrainError> {
+        let t = &self.config.train;
+        if t.eval_iters == 0 {
+            return Ok(None);
+        }
+        let model = self.model.valid();
+        let device = self.device.clone().without_autodiff();
+        let mean = |split: Split, stream_step: u64| {
+            let mut rng = SplitMix64::keyed(t.seed, Stream::EvalBatches, stream_step);
+            let total: f64 = (0..t.eval_iters)
+                .map(|_| {
+                    let b = self.data.batch(
+                        split,
+                        t.batch_size,
+                        self.config.model.context,
+                        &mut rng,
+                        &device,
+                    );
+                    f64::from(model.loss(b.inputs, b.targets).into_scalar::<f32>())
+                })
+                .sum();
+            total / t.eval_iters as f64
+        };
+        let eval = EvalRecord {
+            step,
+            train_loss: mean(Split::Train, 2 * step as u64),
+            val_loss: mean(Split::Val, 2 * step as u64 + 1),
+        };
+        if !eval.val_loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                what: "validation loss",
+                value: eval.val_loss,
+            });
+        }
+        info!(
+            step,
+            train_loss = eval.train_loss,
+            val_loss = eval.val_loss,
+            "eval"
+        );
+        hooks.on_eval(&eval);
+        Ok(Some(eval))
+    }
+
+    /// `sample_tokens` characters from the current model, starting from a newline.
+    fn sample(&mut self, step: usize, hooks: &mut dyn StepHooks) -> String {
+        let t = &self.config.train;
+        let start = self.tokenizer.encode("\n").unwrap_or_else(|_| vec![0]);
+        let mut rng = SplitMix64::keyed(t.seed, Stream::Sampling, step as u64);
+        let device = self.device.clone().without_autodiff();
+        let ids = generate(
+            &self.model.valid(),
+            &start,
+            t.sample_tokens,
+            SamplingConfig::default(),
+            &mut rng,
+            &device,
+            |_| {},
+        );
+        let text = self.tokenizer.decode(&ids[start.len()..]);
+        hooks.on_sample(step, &text);
+        text
+    }
+}
+
+/// Times the phases of a step when asked to, synchronizing the device so that asynchronous
+/// backends (GPUs) are timed for what they did, not for what they queued.
+struct PhaseClock<'a> {
+    enabled: bool,
+    device: &'a Device,
+    step: usize,
+    last: Instant,
+}
+
+impl<'a> PhaseClock<'a> {
+    fn new(enabled: bool, device: &'a Device, step: usize) -> Self {
+        Self {
+            enabled,
+            device,
+            step,
+            last: Instant::now(),
+        }
+    }
+
+    fn phase(&mut self, name: &str) {
+        if self.enabled {
+            let _ = self.device.sync();
+            let ms = self.last.elapsed().as_secs_f64() * 1e3;
+            debug!(
+                step = self.step,
+                phase = name,
+                ms = format!("{ms:.2}"),
+                "phase done"
+            );
+            self.last = Instant::now();
+        }
+    }
+}
