@@ -99,7 +99,7 @@ impl Default for ModelSection {
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
-            steps: 1000,
+            steps: 600,
             batch_size: 32,
             lr: 1e-3,
             min_lr: 1e-4,
