@@ -3,4 +3,5 @@
 
 pub mod backend;
 pub mod cli;
+pub mod memory;
 pub mod progress;

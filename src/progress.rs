@@ -46,14 +46,17 @@ impl Progress {
 }
 
 impl StepHooks for Progress {
-    fn end_step(&mut self, r: &mut StepRecord) {
+    fn end_step(&mut self, r: &mut StepRecord) -> Result<(), String> {
+        let live = r.extra.get("live_bytes").and_then(|v| v.as_u64());
         let figures = format!(
-            "loss {:.4} | lr {:.2e} | {:.0} tok/s | {:.1} ms/step | rss {}",
+            "loss {:.4} | lr {:.2e} | {:.0} tok/s | {:.1} ms/step | rss {}{}",
             r.loss,
             r.lr,
             r.tokens_per_sec,
             r.ms_per_step,
-            mib(r.rss_bytes)
+            mib(r.rss_bytes),
+            live.map(|b| format!(" | live {}", mib(b)))
+                .unwrap_or_default()
         );
         match &self.bar {
             Some(bar) => {
@@ -66,6 +69,7 @@ impl StepHooks for Progress {
             }
             None => {}
         }
+        Ok(())
     }
 
     fn on_eval(&mut self, e: &EvalRecord) {

@@ -7,10 +7,14 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ember::backend;
 use ember::cli::TrainArgs;
+use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::{Progress, mib};
 use ember_train::Trainer;
 use ember_train::corpus::builtin_corpus;
 use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
 
 fn main() -> ExitCode {
     let args = TrainArgs::parse();
@@ -39,7 +43,7 @@ fn run(args: &TrainArgs) -> Result<()> {
     } else {
         &config.data.path
     };
-    let mut trainer = Trainer::new(config.clone(), &text, &stem, selected.device)?;
+    let mut trainer = Trainer::new(config.clone(), &text, &stem, selected.device.clone())?;
     let gpt = m.gpt(trainer.tokenizer().vocab_size());
     println!(
         "model d={} layers={} heads={} context={} vocab={} params={} | data {source} ({} chars) | {} steps x {} seqs",
@@ -55,9 +59,13 @@ fn run(args: &TrainArgs) -> Result<()> {
     );
     println!("run folder {}", trainer.run_dir().display());
 
-    let mut progress = Progress::new(config.train.steps);
-    let summary = trainer.train(&mut progress);
-    progress.finish();
+    // The memory scope first: it opens each step before, and accounts before, the display.
+    let mut hooks = (
+        MemoryScope::new(config.memory.clone(), &GLOBAL_COUNTERS, selected.device),
+        Progress::new(config.train.steps),
+    );
+    let summary = trainer.train(&mut hooks);
+    hooks.1.finish();
     let summary = summary?;
     let eval = summary
         .last_eval
@@ -71,6 +79,7 @@ fn run(args: &TrainArgs) -> Result<()> {
         summary.last_loss,
         mib(summary.peak_rss_bytes),
     );
+    println!("{}", hooks.0.summary());
     println!("run folder {}", trainer.run_dir().display());
     Ok(())
 }

@@ -30,6 +30,7 @@ pub struct RunConfig {
     pub train: TrainSection,
     pub data: DataSection,
     pub run: RunSection,
+    pub memory: MemorySection,
 }
 
 /// The model's shape; the vocabulary size comes from the data.
@@ -82,6 +83,38 @@ pub struct RunSection {
     pub device: String,
     /// Worker threads for the CPU backends and BLAS; 0 means one per core.
     pub threads: usize,
+}
+
+/// The per-step memory accounting of the `ember` binaries (see `ember::memory`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Return freed memory to the OS every N steps; 0 = never.
+    pub trim_every: usize,
+    /// Steps that may keep memory (optimizer state, caches filling) before the check starts.
+    pub warmup_steps: usize,
+    /// Bytes a step may keep after the warm-up before it counts as a leak.
+    pub tolerance_bytes: u64,
+    /// What a leaking step does: `warn` (log it) or `fail` (stop the run with a report).
+    pub leak_policy: LeakPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakPolicy {
+    Warn,
+    Fail,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        Self {
+            trim_every: 10,
+            warmup_steps: 10,
+            tolerance_bytes: 64 * 1024,
+            leak_policy: LeakPolicy::Warn,
+        }
+    }
 }
 
 impl Default for ModelSection {

@@ -35,8 +35,11 @@ const DEBUG_STEPS: usize = 5;
 pub trait StepHooks {
     /// First thing in step `step` (1-based).
     fn begin_step(&mut self, _step: usize) {}
-    /// Last thing in a step; may add fields to the record before it is logged.
-    fn end_step(&mut self, _record: &mut StepRecord) {}
+    /// Last thing in a step; may add fields to the record before it is logged. An error stops
+    /// the run (a memory scope in `fail` mode reports its leaking step this way).
+    fn end_step(&mut self, _record: &mut StepRecord) -> Result<(), String> {
+        Ok(())
+    }
     fn on_eval(&mut self, _eval: &EvalRecord) {}
     fn on_sample(&mut self, _step: usize, _text: &str) {}
 }
@@ -45,10 +48,49 @@ pub trait StepHooks {
 pub struct NoHooks;
 impl StepHooks for NoHooks {}
 
+/// Two hooks in order: `.0` opens a step first and closes it first (put a memory scope there,
+/// so that it accounts before a display reads the record), then `.1`.
+impl<A: StepHooks, B: StepHooks> StepHooks for (A, B) {
+    fn begin_step(&mut self, step: usize) {
+        self.0.begin_step(step);
+        self.1.begin_step(step);
+    }
+    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), String> {
+        self.0.end_step(record)?;
+        self.1.end_step(record)
+    }
+    fn on_eval(&mut self, eval: &EvalRecord) {
+        self.0.on_eval(eval);
+        self.1.on_eval(eval);
+    }
+    fn on_sample(&mut self, step: usize, text: &str) {
+        self.0.on_sample(step, text);
+        self.1.on_sample(step, text);
+    }
+}
+
+impl<H: StepHooks + ?Sized> StepHooks for &mut H {
+    fn begin_step(&mut self, step: usize) {
+        (**self).begin_step(step);
+    }
+    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), String> {
+        (**self).end_step(record)
+    }
+    fn on_eval(&mut self, eval: &EvalRecord) {
+        (**self).on_eval(eval);
+    }
+    fn on_sample(&mut self, step: usize, text: &str) {
+        (**self).on_sample(step, text);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{0}")]
     Data(String),
+    /// A step hook stopped the run (a memory scope in `fail` mode, for one).
+    #[error("{0}")]
+    Hook(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -210,7 +252,7 @@ impl Trainer {
                     || (t.log_every > 0 && step.is_multiple_of(t.log_every)),
                 ..StepRecord::default()
             };
-            hooks.end_step(&mut record);
+            hooks.end_step(&mut record).map_err(TrainError::Hook)?;
             if record.logged {
                 let path = self.run_dir.join("metrics.jsonl");
                 self.metrics.write(&record).map_err(io(&path))?;

@@ -1,0 +1,21 @@
+//! Memory discipline: every byte a training step keeps is accounted for.
+//!
+//! - [`TrackingAllocator`] wraps the process allocator and counts live bytes, peaks and calls.
+//!   The binaries register it with `#[global_allocator]`.
+//! - [`MemoryScope`] brackets each training step (it implements the loop's
+//!   [`StepHooks`](ember_train::StepHooks)), records the step's high-water mark and the bytes it
+//!   kept, and after a warm-up warns about, or fails on, a step that keeps more than a tolerance.
+//! - [`trim`] hands freed memory back to the operating system (`malloc_trim` on glibc, the
+//!   device pool's cleanup on GPU backends); the scope runs it every `memory.trim_every` steps.
+//!
+//! The scope lives in this crate, not in `ember-train`, because the allocator is a property of
+//! the binary: the library's loop only offers begin/end hooks, and this crate (which depends on
+//! the library) implements them, so the crate graph stays acyclic.
+
+mod allocator;
+mod scope;
+mod trim;
+
+pub use allocator::{AllocStats, Counters, GLOBAL_COUNTERS, TrackingAllocator};
+pub use scope::{MemoryScope, MemorySummary};
+pub use trim::trim;
