@@ -11,8 +11,12 @@ use ember_train::config::{ConfigBuilder, ConfigError, DEFAULT_PRESET, RunConfig}
 #[command(name = "train", version, args_override_self = true)]
 pub struct TrainArgs {
     /// Start from this preset: tiny, small, medium or large [default: small].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub preset: Option<String>,
+    /// Continue a run from its latest checkpoint (a run folder) or from a checkpoint folder.
+    /// Flags and --set may change only the settings listed in the README.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     /// A TOML config file, layered on top of the preset.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -46,13 +50,26 @@ impl TrainArgs {
     /// The resolved config and the stem run folders are named after (preset or config file).
     pub fn resolve(&self) -> Result<(RunConfig, String), ConfigError> {
         let preset = self.preset.as_deref().unwrap_or(DEFAULT_PRESET);
-        let mut builder = ConfigBuilder::preset(preset)?;
-        let mut stem = preset.to_string();
+        let stem = match &self.config {
+            Some(path) => path
+                .file_stem()
+                .map_or(preset.to_string(), |s| s.to_string_lossy().into_owned()),
+            None => preset.to_string(),
+        };
+        Ok((self.layer(ConfigBuilder::preset(preset)?)?.build()?, stem))
+    }
+
+    /// The config of a resumed run: the checkpoint's `config.toml` (`saved`, read from `source`)
+    /// with this command line's layers on top.
+    pub fn resolve_resume(&self, saved: &str, source: &str) -> Result<RunConfig, ConfigError> {
+        self.layer(ConfigBuilder::from_toml(saved, source)?)?
+            .build()
+    }
+
+    /// The config file, the flags and the --set overrides, in that order, over `builder`.
+    fn layer(&self, mut builder: ConfigBuilder) -> Result<ConfigBuilder, ConfigError> {
         if let Some(path) = &self.config {
             builder = builder.file(path)?;
-            stem = path
-                .file_stem()
-                .map_or(stem, |s| s.to_string_lossy().into_owned());
         }
         let toml_string = |s: &str| toml::Value::String(s.to_string()).to_string();
         let flags = [
@@ -89,6 +106,6 @@ impl TrainArgs {
         for assignment in &self.sets {
             builder = builder.set(assignment, "--set")?;
         }
-        Ok((builder.build()?, stem))
+        Ok(builder)
     }
 }

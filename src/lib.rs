@@ -5,3 +5,4 @@ pub mod backend;
 pub mod cli;
 pub mod memory;
 pub mod progress;
+pub mod saved;

@@ -79,6 +79,10 @@ impl StepHooks for Progress {
         ));
     }
 
+    fn on_checkpoint(&mut self, step: usize, path: &std::path::Path) {
+        self.println(format!("checkpoint step {step}: {}", path.display()));
+    }
+
     fn on_sample(&mut self, step: usize, text: &str) {
         self.println(format!("---- sample at step {step} ----\n{text}\n----"));
     }

@@ -3,6 +3,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Bool, Tensor};
 
 use crate::CausalSelfAttention;
+use crate::attention::LayerCache;
 
 /// The 4x feed-forward network with exact (erf) GELU, as `nn.GELU()` in PyTorch.
 #[derive(Module, Debug)]
@@ -42,8 +43,13 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn forward(&self, x: Tensor<3>, mask: &Tensor<2, Bool>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), mask);
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: &Tensor<2, Bool>,
+        cache: &mut LayerCache,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), mask, cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }

@@ -4,6 +4,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor};
 
 use crate::Block;
+use crate::attention::LayerCache;
 
 /// Decoder-only GPT: token + learned position embeddings, pre-LN blocks, final LayerNorm, and
 /// an untied linear head.
@@ -26,26 +27,62 @@ impl Gpt {
 
     /// `tokens`: `[batch, time]` with `time <= context`; returns logits `[batch, time, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_cached(tokens, &mut KvCache::new(self.blocks.len()))
+    }
+
+    /// Logits of `tokens` `[batch, time]` following the positions already in `cache`, which
+    /// it extends: generation feeds one token at a time and never recomputes the past.
+    ///
+    /// # Panics
+    /// If the cache and the new tokens together exceed the context.
+    pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
         let [b, t] = tokens.dims();
+        let past = cache.len;
         assert!(
-            t <= self.context(),
-            "sequence of {t} tokens is longer than the context ({})",
+            past + t <= self.context(),
+            "{past} cached + {t} new tokens exceed the context ({})",
             self.context()
         );
         let device = tokens.device();
-        let positions = Tensor::<1, Int>::arange(0..t as i64, &device)
+        let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
             .unsqueeze::<2>()
             .expand([b, t]);
         let mut x = self.wte.forward(tokens) + self.wpe.forward(positions);
-        for block in &self.blocks {
-            x = block.forward(x, &self.causal_mask);
+        for (block, layer) in self.blocks.iter().zip(&mut cache.layers) {
+            x = block.forward(x, &self.causal_mask, layer);
         }
+        cache.len += t;
         self.head.forward(self.ln_f.forward(x))
     }
 
     /// Mean cross-entropy of the next-token predictions: `targets` is `tokens` shifted by one.
     pub fn loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         cross_entropy(self.forward(tokens), targets)
+    }
+}
+
+/// The keys and values of every layer for the positions seen so far.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            layers: vec![None; n_layer],
+            len: 0,
+        }
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -5,9 +5,11 @@
 mod attention;
 mod block;
 mod config;
+mod export;
 mod gpt;
 
-pub use attention::CausalSelfAttention;
+pub use attention::{CausalSelfAttention, LayerCache};
 pub use block::{Block, Mlp, gelu};
 pub use config::GptConfig;
-pub use gpt::{Gpt, cross_entropy};
+pub use export::{from_safetensors, to_safetensors};
+pub use gpt::{Gpt, KvCache, cross_entropy};

@@ -3,14 +3,16 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use ember::backend;
 use ember::cli::TrainArgs;
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::{Progress, mib};
-use ember_train::Trainer;
+use ember_train::checkpoint;
 use ember_train::corpus::builtin_corpus;
+use ember_train::{RunConfig, Trainer};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -29,7 +31,27 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &TrainArgs) -> Result<()> {
-    let (config, stem) = args.resolve()?;
+    let resume = match &args.resume {
+        Some(path) => {
+            let dir = checkpoint::resolve(path).map_err(|e| anyhow!("--resume: {e}"))?;
+            let files = checkpoint::load(&dir).map_err(|e| anyhow!("--resume: {e}"))?;
+            Some((dir, files))
+        }
+        None => None,
+    };
+    let (config, stem) = match &resume {
+        Some((dir, files)) => {
+            let source = dir.join("config.toml").display().to_string();
+            let saved: RunConfig =
+                toml::from_str(&files.config_toml).with_context(|| source.clone())?;
+            let config = args.resolve_resume(&files.config_toml, &source)?;
+            if let Some(conflict) = config.resume_conflict(&saved) {
+                bail!("--resume: {conflict}");
+            }
+            (config, String::new())
+        }
+        None => args.resolve()?,
+    };
     let text = load_text(&config.data.path)?;
     let selected =
         backend::select(&config.run.device, config.run.threads).map_err(anyhow::Error::msg)?;
@@ -43,7 +65,12 @@ fn run(args: &TrainArgs) -> Result<()> {
     } else {
         &config.data.path
     };
-    let mut trainer = Trainer::new(config.clone(), &text, &stem, selected.device.clone())?;
+    let mut trainer = match resume {
+        Some((dir, files)) => {
+            Trainer::resume(config.clone(), &text, &dir, files, selected.device.clone())?
+        }
+        None => Trainer::new(config.clone(), &text, &stem, selected.device.clone())?,
+    };
     let gpt = m.gpt(trainer.tokenizer().vocab_size());
     println!(
         "model d={} layers={} heads={} context={} vocab={} params={} | data {source} ({} chars) | {} steps x {} seqs",
@@ -57,7 +84,15 @@ fn run(args: &TrainArgs) -> Result<()> {
         config.train.steps,
         config.train.batch_size,
     );
+    if trainer.start_step() > 0 {
+        println!("resuming after step {}", trainer.start_step());
+    }
     println!("run folder {}", trainer.run_dir().display());
+    // Ctrl-C or SIGTERM: finish the step, save a checkpoint, exit 0. A second one exits at once.
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, trainer.stop_flag())?;
+        signal_hook::flag::register(signal, trainer.stop_flag())?;
+    }
 
     // The memory scope first: it opens each step before, and accounts before, the display.
     let mut hooks = (
@@ -72,7 +107,8 @@ fn run(args: &TrainArgs) -> Result<()> {
         .map(|e| format!(" | val loss {:.4} (train {:.4})", e.val_loss, e.train_loss))
         .unwrap_or_default();
     println!(
-        "done: {} steps in {:.1}s | {:.0} tok/s | last loss {:.4}{eval} | peak RSS {}",
+        "{}: {} steps in {:.1}s | {:.0} tok/s | last loss {:.4}{eval} | peak RSS {}",
+        if summary.stopped { "stopped" } else { "done" },
         summary.steps,
         summary.train_time_s,
         summary.tokens_per_sec,
@@ -80,6 +116,15 @@ fn run(args: &TrainArgs) -> Result<()> {
         mib(summary.peak_rss_bytes),
     );
     println!("{}", hooks.0.summary());
+    if let Some(path) = &summary.last_checkpoint {
+        println!("checkpoint {}", path.display());
+    }
+    if summary.stopped {
+        println!(
+            "continue with: train --resume {}",
+            trainer.run_dir().display()
+        );
+    }
     println!("run folder {}", trainer.run_dir().display());
     Ok(())
 }

@@ -20,6 +20,28 @@ pub const PRESETS: [(&str, &str); 4] = [
     ("large", include_str!("../../configs/large.toml")),
 ];
 
+/// Keys a resumed run may change. Everything else (the model, the data, the optimizer, the
+/// schedule's shape, the seed) must match the checkpoint. Changing `train.steps` moves the end
+/// of the cosine decay, so the learning rate of the remaining steps follows the new length.
+pub const RESUMABLE_KEYS: [&str; 16] = [
+    "train.steps",
+    "train.eval_every",
+    "train.eval_iters",
+    "train.sample_every",
+    "train.sample_tokens",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.log_every",
+    "run.name",
+    "run.out",
+    "run.device",
+    "run.threads",
+    "memory.trim_every",
+    "memory.warmup_steps",
+    "memory.tolerance_bytes",
+    "memory.leak_policy",
+];
+
 /// The preset a run starts from when none is named.
 pub const DEFAULT_PRESET: &str = "small";
 
@@ -62,6 +84,7 @@ pub struct TrainSection {
     pub sample_every: usize,
     pub sample_tokens: usize,
     pub checkpoint_every: usize,
+    pub keep_last: usize,
     pub log_every: usize,
     pub seed: u64,
 }
@@ -146,7 +169,8 @@ impl Default for TrainSection {
             eval_iters: 20,
             sample_every: 0,
             sample_tokens: 200,
-            checkpoint_every: 0,
+            checkpoint_every: 500,
+            keep_last: 3,
             log_every: 50,
             seed: 1337,
         }
@@ -230,11 +254,16 @@ impl ConfigBuilder {
                     PRESETS.map(|(n, _)| n).join(", ")
                 ),
             })?;
+        Self::from_toml(text, &format!("preset {name}"))
+    }
+
+    /// Starts from a TOML text (a saved run's `config.toml`); `source` names it in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<Self, ConfigError> {
         let mut builder = Self {
             table: toml::Table::new(),
             origin: BTreeMap::new(),
         };
-        builder.merge_toml(text, &format!("preset {name}"))?;
+        builder.merge_toml(text, source)?;
         Ok(builder)
     }
 
@@ -380,10 +409,15 @@ impl RunConfig {
         if let Some((field, why)) = self.model.gpt(1).invalid() {
             return Some((format!("model.{field}"), why));
         }
-        let checks: [(&'static str, bool, String); 9] = [
+        let checks: [(&'static str, bool, String); 10] = [
             (
                 "train.batch_size",
                 t.batch_size > 0,
+                "expected a positive integer, got 0".into(),
+            ),
+            (
+                "train.keep_last",
+                t.keep_last > 0,
                 "expected a positive integer, got 0".into(),
             ),
             (
@@ -440,6 +474,31 @@ impl RunConfig {
             .into_iter()
             .find(|(_, ok, _)| !ok)
             .map(|(key, _, why)| (key.to_string(), why))
+    }
+
+    /// Why this config cannot continue a run saved with `saved`: the first key outside
+    /// [`RESUMABLE_KEYS`] whose value differs.
+    pub fn resume_conflict(&self, saved: &RunConfig) -> Option<String> {
+        let table = |c: &RunConfig| toml::Table::try_from(c).expect("a RunConfig is a table");
+        let (old, new) = (table(saved), table(self));
+        for (section, fields) in &old {
+            let Some(fields) = fields.as_table() else {
+                continue;
+            };
+            for (key, was) in fields {
+                let name = format!("{section}.{key}");
+                let now = new.get(section).and_then(|s| s.get(key));
+                if RESUMABLE_KEYS.contains(&name.as_str()) || now == Some(was) {
+                    continue;
+                }
+                let now = now.map_or_else(|| "unset".to_string(), |v| v.to_string());
+                return Some(format!(
+                    "{name} is {was} in the checkpoint but {now} now; a resumed run may change only {}",
+                    RESUMABLE_KEYS.join(", ")
+                ));
+            }
+        }
+        None
     }
 
     /// The resolved configuration as TOML, as saved with each run.

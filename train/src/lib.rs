@@ -1,6 +1,7 @@
 //! Everything that turns text and a config into a trained Ember model: tokenizer, data, the
 //! AdamW set-up and LR schedule, the step loop with evaluation and sampling, and its metrics.
 
+pub mod checkpoint;
 pub mod config;
 pub mod corpus;
 pub mod data;

@@ -41,6 +41,25 @@ pub struct EvalRecord {
     pub val_loss: f64,
 }
 
+/// Drops the lines of steps after `step` (logged after the checkpoint a run resumes from, so
+/// that they are not doubled), rewriting the file atomically. A missing file is left missing.
+pub fn truncate_after(path: &Path, step: usize) -> std::io::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let keep: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    crate::run_dir::atomic_write(path, keep.as_bytes())
+}
+
 /// Appends records to `metrics.jsonl`, one line each, flushed so that a crash loses nothing
 /// already logged and `tail -f` follows the run.
 pub struct MetricsWriter {

@@ -9,14 +9,20 @@
 //! step may allocate after its `end_step`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
 use ember_model::Gpt;
 use tracing::{debug, info};
 
+use crate::checkpoint::{
+    CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION, run_dir_of,
+};
 use crate::config::RunConfig;
 use crate::data::{Dataset, Split};
 use crate::metrics::{EvalRecord, MetricsWriter, StepRecord};
@@ -42,6 +48,7 @@ pub trait StepHooks {
     }
     fn on_eval(&mut self, _eval: &EvalRecord) {}
     fn on_sample(&mut self, _step: usize, _text: &str) {}
+    fn on_checkpoint(&mut self, _step: usize, _path: &Path) {}
 }
 
 /// Hooks that observe nothing.
@@ -67,6 +74,10 @@ impl<A: StepHooks, B: StepHooks> StepHooks for (A, B) {
         self.0.on_sample(step, text);
         self.1.on_sample(step, text);
     }
+    fn on_checkpoint(&mut self, step: usize, path: &Path) {
+        self.0.on_checkpoint(step, path);
+        self.1.on_checkpoint(step, path);
+    }
 }
 
 impl<H: StepHooks + ?Sized> StepHooks for &mut H {
@@ -81,6 +92,9 @@ impl<H: StepHooks + ?Sized> StepHooks for &mut H {
     }
     fn on_sample(&mut self, step: usize, text: &str) {
         (**self).on_sample(step, text);
+    }
+    fn on_checkpoint(&mut self, step: usize, path: &Path) {
+        (**self).on_checkpoint(step, path);
     }
 }
 
@@ -116,7 +130,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct Summary {
+    /// The last step done (less than the configured steps when stopped by a signal).
     pub steps: usize,
+    /// Stopped by [`Trainer::stop_flag`] before the configured last step.
+    pub stopped: bool,
+    pub last_checkpoint: Option<PathBuf>,
     pub last_loss: f64,
     pub last_eval: Option<EvalRecord>,
     pub train_time_s: f64,
@@ -135,6 +153,12 @@ pub struct Trainer {
     schedule: LrSchedule,
     run_dir: PathBuf,
     metrics: MetricsWriter,
+    checkpoints: Checkpoints,
+    /// Updates already done (0 for a new run, the checkpoint's step for a resumed one).
+    start_step: usize,
+    /// Training time of the steps before `start_step`.
+    earlier_train_time: f64,
+    stop: Arc<AtomicBool>,
 }
 
 impl Trainer {
@@ -147,23 +171,85 @@ impl Trainer {
         device: Device,
     ) -> Result<Self, TrainError> {
         let tokenizer = CharTokenizer::from_text(text);
-        let tokens = tokenizer
-            .encode(text)
-            .expect("a text's own vocabulary covers it");
-        let data = Dataset::split(&tokens, config.data.val_fraction, config.model.context)
-            .map_err(TrainError::Data)?;
+        let data = dataset(&config, &tokenizer, text)?;
         let run_dir =
             create_run_dir(&config.run.out, &config.run.name, stem).map_err(TrainError::Data)?;
-        let config_path = run_dir.join("config.toml");
-        atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
         let vocab_path = run_dir.join("vocab.json");
         atomic_write(&vocab_path, tokenizer.to_json().as_bytes()).map_err(io(&vocab_path))?;
-        let metrics_path = run_dir.join("metrics.jsonl");
-        let metrics = MetricsWriter::create(&metrics_path).map_err(io(&metrics_path))?;
-
         let device = device.autodiff();
         device.seed(config.train.seed);
         let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
+        let optim = adamw(&config.train);
+        Self::assemble(config, device, tokenizer, data, model, optim, run_dir, None)
+    }
+
+    /// Continues the run a checkpoint belongs to, in its run folder, from the step after it.
+    /// `config` must pass [`RunConfig::resume_conflict`] against the checkpoint's; `text` must
+    /// have the checkpoint's vocabulary.
+    pub fn resume(
+        config: RunConfig,
+        text: &str,
+        checkpoint: &Path,
+        files: CheckpointFiles,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let tokenizer = CharTokenizer::from_json(&files.vocab_json)
+            .map_err(|e| TrainError::Data(format!("{}: vocab.json: {e}", checkpoint.display())))?;
+        if CharTokenizer::from_text(text) != tokenizer {
+            return Err(TrainError::Data(format!(
+                "the training text's characters differ from the checkpoint's vocabulary ({} characters); resume with the same data.path",
+                tokenizer.vocab_size()
+            )));
+        }
+        let data = dataset(&config, &tokenizer, text)?;
+        let device = device.autodiff();
+        let damaged = |what: &str, e: &dyn std::fmt::Display| {
+            TrainError::Data(format!(
+                "{}: cannot load the {what}: {e}",
+                checkpoint.display()
+            ))
+        };
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(files.model))
+            .map_err(|e| damaged("model", &e))?;
+        let model = config
+            .model
+            .gpt(tokenizer.vocab_size())
+            .init(&device)
+            .try_load_record(record)
+            .map_err(|e| damaged("model", &e))?;
+        let optim = adamw(&config.train)
+            .from_bytes(Bytes::from_bytes_vec(files.optimizer))
+            .map_err(|e| damaged("optimizer state", &e))?;
+        let run_dir = run_dir_of(checkpoint);
+        crate::metrics::truncate_after(&run_dir.join("metrics.jsonl"), files.state.step)
+            .map_err(io(&run_dir.join("metrics.jsonl")))?;
+        Self::assemble(
+            config,
+            device,
+            tokenizer,
+            data,
+            model,
+            optim,
+            run_dir,
+            Some(files.state),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: RunConfig,
+        device: Device,
+        tokenizer: CharTokenizer,
+        data: Dataset,
+        model: Gpt,
+        optim: ModuleOptimizer,
+        run_dir: PathBuf,
+        resumed: Option<CheckpointState>,
+    ) -> Result<Self, TrainError> {
+        let config_path = run_dir.join("config.toml");
+        atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics = MetricsWriter::create(&metrics_path).map_err(io(&metrics_path))?;
         let t = &config.train;
         let schedule = LrSchedule {
             lr: t.lr,
@@ -177,10 +263,15 @@ impl Trainer {
             train_tokens = data.tokens(Split::Train).len(),
             val_tokens = data.tokens(Split::Val).len(),
             run_dir = %run_dir.display(),
+            resumed_at = resumed.as_ref().map(|s| s.step),
             "model and data ready"
         );
         Ok(Self {
-            optim: adamw(t),
+            checkpoints: Checkpoints::new(&run_dir, t.keep_last),
+            start_step: resumed.as_ref().map_or(0, |s| s.step),
+            earlier_train_time: resumed.map_or(0.0, |s| s.train_time_s),
+            stop: Arc::new(AtomicBool::new(false)),
+            optim,
             config,
             device,
             tokenizer,
@@ -190,6 +281,17 @@ impl Trainer {
             run_dir,
             metrics,
         })
+    }
+
+    /// Set it (from a signal handler, say) to finish the current step, save a checkpoint and
+    /// return.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// The step a resumed run continues after (0 for a new run).
+    pub fn start_step(&self) -> usize {
+        self.start_step
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -210,11 +312,17 @@ impl Trainer {
         let tokens_per_step = (t.batch_size * self.config.model.context) as f64;
         let start = Instant::now();
         let (mut train_time, mut window_time, mut window_steps) = (0.0, 0.0, 0usize);
-        let mut last_eval = self.maybe_eval(0, hooks)?;
+        // A new run evaluates its initial model; a resumed one already did.
+        let mut last_eval = if self.start_step == 0 {
+            self.maybe_eval(0, hooks)?
+        } else {
+            None
+        };
         let mut last_loss = f64::NAN;
         let mut sample = String::new();
+        let (mut last_step, mut last_checkpoint, mut stopped) = (self.start_step, None, false);
 
-        for step in 1..=t.steps {
+        for step in self.start_step + 1..=t.steps {
             hooks.begin_step(step);
             let lr = self.schedule.at(step - 1);
             let step_start = Instant::now();
@@ -231,6 +339,15 @@ impl Trainer {
                 None
             };
             last_eval = eval.or(last_eval);
+            stopped = self.stop.load(Ordering::Relaxed) && step < t.steps;
+            if stopped
+                || step == t.steps
+                || t.checkpoint_every > 0 && step.is_multiple_of(t.checkpoint_every)
+            {
+                let path = self.save_checkpoint(step, self.earlier_train_time + train_time)?;
+                hooks.on_checkpoint(step, &path);
+                last_checkpoint = Some(path);
+            }
             if t.sample_every > 0 && step.is_multiple_of(t.sample_every) {
                 sample = self.sample(step, hooks);
             }
@@ -253,24 +370,62 @@ impl Trainer {
                 ..StepRecord::default()
             };
             hooks.end_step(&mut record).map_err(TrainError::Hook)?;
-            if record.logged {
+            if record.logged || stopped {
                 let path = self.run_dir.join("metrics.jsonl");
                 self.metrics.write(&record).map_err(io(&path))?;
                 (window_time, window_steps) = (0.0, 0);
             }
+            last_step = step;
+            if stopped {
+                break;
+            }
         }
-        if t.sample_tokens > 0 && (t.sample_every == 0 || !t.steps.is_multiple_of(t.sample_every)) {
+        if !stopped
+            && t.sample_tokens > 0
+            && (t.sample_every == 0 || !t.steps.is_multiple_of(t.sample_every))
+        {
             sample = self.sample(t.steps, hooks);
         }
+        let done = last_step - self.start_step;
         Ok(Summary {
-            steps: t.steps,
+            steps: last_step,
+            stopped,
+            last_checkpoint,
             last_loss,
             last_eval,
             train_time_s: train_time,
-            tokens_per_sec: tokens_per_step * t.steps as f64 / train_time.max(f64::MIN_POSITIVE),
+            tokens_per_sec: tokens_per_step * done as f64 / train_time.max(f64::MIN_POSITIVE),
             peak_rss_bytes: peak_rss_bytes(),
             sample,
         })
+    }
+
+    /// Writes a checkpoint of the model after `step` updates.
+    fn save_checkpoint(&self, step: usize, train_time_s: f64) -> Result<PathBuf, TrainError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            TrainError::Data(format!("step {step}: cannot serialize the checkpoint: {e}"))
+        };
+        let model = self
+            .model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| failed(&e))?;
+        let optimizer = self.optim.into_bytes().map_err(|e| failed(&e))?;
+        let files = CheckpointFiles {
+            model: model.to_vec(),
+            optimizer: optimizer.to_vec(),
+            state: CheckpointState {
+                format_version: FORMAT_VERSION,
+                step,
+                train_time_s,
+                ember_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            config_toml: self.config.to_toml(),
+            vocab_json: self.tokenizer.to_json(),
+        };
+        let dir = self.run_dir.join("checkpoints");
+        self.checkpoints.save(&files).map_err(io(&dir))
     }
 
     /// One optimizer update; returns the batch loss and the gradient norm before clipping.
@@ -377,6 +532,19 @@ impl Trainer {
         hooks.on_sample(step, &text);
         text
     }
+}
+
+/// The text split into train and validation tokens with `tokenizer`.
+fn dataset(
+    config: &RunConfig,
+    tokenizer: &CharTokenizer,
+    text: &str,
+) -> Result<Dataset, TrainError> {
+    let tokens = tokenizer
+        .encode(text)
+        .map_err(|e| TrainError::Data(format!("the training text: {e}")))?;
+    Dataset::split(&tokens, config.data.val_fraction, config.model.context)
+        .map_err(TrainError::Data)
 }
 
 /// Times the phases of a step when asked to, synchronizing the device so that asynchronous

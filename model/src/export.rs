@@ -1,0 +1,183 @@
+//! The weights as safetensors under nanoGPT's tensor names, so that a PyTorch user can load
+//! them into nanoGPT's `GPT` (with `bias=True` and an untied `lm_head` that has a bias):
+//!
+//! | Ember (Burn path)          | safetensors (nanoGPT)                 | layout            |
+//! |----------------------------|---------------------------------------|-------------------|
+//! | `wte.weight`, `wpe.weight` | `transformer.wte.weight`, `...wpe...` | `[rows, d]`       |
+//! | `blocks.i.ln_1.gamma/beta` | `transformer.h.i.ln_1.weight/bias`    | `[d]`             |
+//! | `blocks.i.attn.qkv`        | `transformer.h.i.attn.c_attn`         | weight `[3d, d]`  |
+//! | `blocks.i.attn.proj`       | `transformer.h.i.attn.c_proj`         | weight `[d, d]`   |
+//! | `blocks.i.ln_2`            | `transformer.h.i.ln_2`                |                   |
+//! | `blocks.i.mlp.fc`          | `transformer.h.i.mlp.c_fc`            | weight `[4d, d]`  |
+//! | `blocks.i.mlp.proj`        | `transformer.h.i.mlp.c_proj`          | weight `[d, 4d]`  |
+//! | `ln_f`                     | `transformer.ln_f`                    |                   |
+//! | `head`                     | `lm_head`                             | weight `[vocab, d]` |
+//!
+//! Linear weights are stored `[out, in]` as PyTorch's `nn.Linear` (Burn keeps `[in, out]`).
+//! All tensors are float32. The header's metadata holds `ember_config` (the `GptConfig` as JSON).
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::{Gpt, GptConfig};
+
+/// Serializes `model` (whose shape is `config`) with `metadata` added to the header.
+pub fn to_safetensors(
+    model: &Gpt,
+    config: &GptConfig,
+    mut metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let mut collect = Collect {
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
+    model.visit(&mut collect);
+    let config_json = serde_json::to_string(config).map_err(|e| e.to_string())?;
+    metadata.insert("ember_config".into(), config_json);
+    metadata.insert("format".into(), "pt".into());
+    let views = collect
+        .tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| e.to_string())?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Rebuilds a model from [`to_safetensors`]'s bytes on `device`; returns it with its config and
+/// the header's metadata.
+pub fn from_safetensors(
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(Gpt, GptConfig, HashMap<String, String>), String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let config_json = metadata
+        .get("ember_config")
+        .ok_or("no `ember_config` in the safetensors metadata: not an Ember export")?;
+    let config: GptConfig =
+        serde_json::from_str(config_json).map_err(|e| format!("ember_config: {e}"))?;
+    if let Some((field, why)) = config.invalid() {
+        return Err(format!("ember_config: {field}: {why}"));
+    }
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut load = Load {
+        path: Vec::new(),
+        tensors: &tensors,
+        error: None,
+    };
+    let model = config.init(device).map(&mut load);
+    match load.error {
+        Some(e) => Err(e),
+        None => Ok((model, config, metadata)),
+    }
+}
+
+/// nanoGPT's name for the parameter at Burn `path`, and whether it is a Linear weight (stored
+/// transposed).
+fn torch_name(path: &[String]) -> (String, bool) {
+    let burn = path.join(".");
+    let linear_weight =
+        burn.ends_with(".weight") && !burn.starts_with("wte") && !burn.starts_with("wpe");
+    let name = burn
+        .replacen("blocks.", "transformer.h.", 1)
+        .replace("attn.qkv", "attn.c_attn")
+        .replace("attn.proj", "attn.c_proj")
+        .replace("mlp.fc", "mlp.c_fc")
+        .replace("mlp.proj", "mlp.c_proj")
+        .replace(".gamma", ".weight")
+        .replace(".beta", ".bias");
+    let name = match name.split_once('.') {
+        Some(("head", rest)) => format!("lm_head.{rest}"),
+        Some(("wte" | "wpe" | "ln_f", _)) => format!("transformer.{name}"),
+        _ => name,
+    };
+    (name, linear_weight)
+}
+
+struct Collect {
+    path: Vec<String>,
+    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (name, transpose) = torch_name(&self.path);
+        let tensor = if transpose {
+            param.val().transpose()
+        } else {
+            param.val()
+        };
+        let shape = tensor.dims().to_vec();
+        let bytes = tensor
+            .into_data()
+            .iter::<f32>()
+            .flat_map(f32::to_le_bytes)
+            .collect();
+        self.tensors.push((name, shape, bytes));
+    }
+}
+
+struct Load<'a> {
+    path: Vec<String>,
+    tensors: &'a SafeTensors<'a>,
+    error: Option<String>,
+}
+
+impl ModuleMapper for Load<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (name, transpose) = torch_name(&self.path);
+        let mut want = param.shape().dims::<D>().to_vec();
+        if transpose {
+            want.reverse();
+        }
+        let view = match self.tensors.tensor(&name) {
+            Ok(view) if view.dtype() == Dtype::F32 && view.shape() == want.as_slice() => view,
+            Ok(view) => {
+                self.error.get_or_insert(format!(
+                    "{name}: expected F32 {want:?}, found {:?} {:?}",
+                    view.dtype(),
+                    view.shape()
+                ));
+                return param;
+            }
+            Err(e) => {
+                self.error.get_or_insert(format!("{name}: {e}"));
+                return param;
+            }
+        };
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        param.map(|old| {
+            let loaded = Tensor::<D>::from_data(TensorData::new(values, want), &old.device());
+            if transpose {
+                loaded.transpose()
+            } else {
+                loaded
+            }
+        })
+    }
+}

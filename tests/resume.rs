@@ -1,0 +1,385 @@
+//! Checkpoints and resume: bit-exact continuation in process and after a SIGTERM, refusal of
+//! incompatible configs, damaged files, leftovers of a crash, pruning.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ember_train::config::ConfigBuilder;
+use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
+
+fn config(out: &Path, name: &str, steps: usize, extra: &[&str]) -> RunConfig {
+    let mut b = ConfigBuilder::preset("tiny").unwrap();
+    let sets = [
+        format!("train.steps={steps}"),
+        "train.batch_size=8".into(),
+        "train.eval_iters=0".into(),
+        "train.sample_tokens=0".into(),
+        "train.log_every=1".into(),
+        "train.checkpoint_every=0".into(),
+        format!("run.out={:?}", out.display().to_string()),
+        format!("run.name={name:?}"),
+    ];
+    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        b = b.set(s, "test").unwrap();
+    }
+    b.build().unwrap()
+}
+
+/// Losses per step from a run's metrics.jsonl.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+/// Every weight of a run's latest checkpoint, in parameter order. (The files themselves differ
+/// between runs: burnpack records each parameter's random id.)
+fn weights(run: &Path) -> Vec<f64> {
+    let saved = ember::saved::SavedModel::load(run, &common::cpu()).unwrap();
+    let mut all = Weights(Vec::new());
+    burn::module::Module::visit(&saved.model, &mut all);
+    all.0
+}
+
+struct Weights(Vec<f64>);
+impl burn::module::ModuleVisitor for Weights {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        self.0.extend(common::values(param.val()));
+    }
+}
+
+struct StopAt(usize, Arc<AtomicBool>);
+impl StepHooks for StopAt {
+    fn begin_step(&mut self, step: usize) {
+        if step == self.0 {
+            self.1.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn stopping_and_resuming_is_bit_exact() {
+    let out = tempfile::tempdir().unwrap();
+    let text = ember_train::corpus::builtin_corpus();
+    let mut whole = Trainer::new(
+        config(out.path(), "whole", 20, &[]),
+        &text,
+        "t",
+        common::cpu(),
+    )
+    .unwrap();
+    whole.train(&mut NoHooks).unwrap();
+
+    let halves = config(out.path(), "halves", 20, &[]);
+    let mut first = Trainer::new(halves.clone(), &text, "t", common::cpu()).unwrap();
+    let summary = first.train(&mut StopAt(10, first.stop_flag())).unwrap();
+    assert!(summary.stopped);
+    assert_eq!(summary.steps, 10);
+    let ckpt = summary.last_checkpoint.unwrap();
+    assert!(
+        ckpt.ends_with("checkpoints/step-0000010"),
+        "{}",
+        ckpt.display()
+    );
+    let files = checkpoint::load(&ckpt).unwrap();
+    let mut second = Trainer::resume(halves, &text, &ckpt, files, common::cpu()).unwrap();
+    assert_eq!(second.start_step(), 10);
+    let summary = second.train(&mut NoHooks).unwrap();
+    assert_eq!((summary.steps, summary.stopped), (20, false));
+
+    let (a, b) = (losses(whole.run_dir()), losses(second.run_dir()));
+    assert_eq!(a.len(), 20);
+    assert_eq!(a, b, "per-step losses differ");
+    assert!(
+        weights(whole.run_dir()) == weights(second.run_dir()),
+        "final weights differ"
+    );
+}
+
+fn train_bin(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_train"));
+    cmd.args(args);
+    cmd
+}
+
+fn out_err(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const TINY: [&str; 12] = [
+    "--preset",
+    "tiny",
+    "--steps",
+    "80",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.eval_iters=0",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.sample_tokens=0",
+];
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_the_run_resumes_exactly() {
+    let out = tempfile::tempdir().unwrap();
+    let out_arg = out.path().to_str().unwrap();
+    let reference = train_bin(&TINY)
+        .args(["--out", out_arg, "--set", "run.name=\"ref\""])
+        .output()
+        .unwrap();
+    assert!(reference.status.success(), "{}", out_err(&reference));
+
+    let child = train_bin(&TINY)
+        .args([
+            "--out",
+            out_arg,
+            "--set",
+            "run.name=\"cut\"",
+            "--set",
+            "train.checkpoint_every=0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = out.path().join("cut");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |m| m.lines().count()) < 5 {
+        assert!(Instant::now() < deadline, "the run never logged 5 steps");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = child.wait_with_output().unwrap();
+    let text = out_err(&stopped);
+    assert!(stopped.status.success(), "{text}");
+    assert!(
+        text.contains("stopped: ") && text.contains("continue with: train --resume"),
+        "{text}"
+    );
+    let cut_at = losses(&run).last().unwrap().0;
+    assert!(
+        cut_at < 80,
+        "the signal came too late to test anything ({cut_at})"
+    );
+
+    let resumed = train_bin(&["--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", out_err(&resumed));
+    assert!(out_err(&resumed).contains(&format!("resuming after step {cut_at}")));
+    assert_eq!(losses(&out.path().join("ref")), losses(&run));
+    assert!(
+        weights(&out.path().join("ref")) == weights(&run),
+        "final weights differ"
+    );
+}
+
+fn trained_run(out: &Path, extra: &[&str]) -> PathBuf {
+    let o = train_bin(&TINY)
+        .args([
+            "--steps",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "run.name=\"r\"",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    out.join("r")
+}
+
+#[test]
+fn resume_refuses_a_different_model_or_data_and_allows_more_steps() {
+    let out = tempfile::tempdir().unwrap();
+    let run = trained_run(out.path(), &[]);
+    let run_arg = run.to_str().unwrap();
+    let refuse = |args: &[&str], needle: &str| {
+        let o = train_bin(&["--resume", run_arg])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(needle),
+            "{needle}: {}",
+            out_err(&o)
+        );
+    };
+    refuse(
+        &["--set", "model.d_model=32"],
+        "--resume: model.d_model is 64 in the checkpoint but 32 now",
+    );
+    refuse(
+        &["--set", "train.lr=0.5"],
+        "train.lr is 0.001 in the checkpoint but 0.5 now",
+    );
+    let other = out.path().join("other.txt");
+    std::fs::write(&other, "zzz ".repeat(100)).unwrap();
+    refuse(
+        &["--data", other.to_str().unwrap()],
+        "data.path is \"\" in the checkpoint",
+    );
+    refuse(&["--preset", "small"], "cannot be used with");
+    let before = losses(&run);
+    let more = train_bin(&["--resume", run_arg, "--steps", "25"])
+        .output()
+        .unwrap();
+    assert!(more.status.success(), "{}", out_err(&more));
+    let after = losses(&run);
+    assert_eq!(after.len(), 25);
+    assert_eq!(after[..20], before[..]);
+}
+
+#[test]
+fn damaged_or_half_written_checkpoints_are_handled() {
+    let out = tempfile::tempdir().unwrap();
+    let run = trained_run(
+        out.path(),
+        &[
+            "--set",
+            "train.checkpoint_every=5",
+            "--set",
+            "train.keep_last=2",
+        ],
+    );
+    let ckpts = run.join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["latest", "step-0000015", "step-0000020"]);
+
+    // A crash in the middle of writing the next checkpoint leaves a temporary folder behind;
+    // `latest` still names the last complete one, which loads.
+    std::fs::create_dir(ckpts.join(".tmp-step-0000025-999")).unwrap();
+    std::fs::write(ckpts.join(".tmp-step-0000025-999/model.bpk"), b"partial").unwrap();
+    assert_eq!(
+        checkpoint::resolve(&run).unwrap(),
+        ckpts.join("step-0000020")
+    );
+    assert!(checkpoint::load(&ckpts.join("step-0000020")).is_ok());
+
+    // A flipped byte is caught by the manifest.
+    let model = ckpts.join("step-0000020/model.bpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let o = train_bin(&["--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        out_err(&o).contains("step-0000020/model.bpk: checksum mismatch"),
+        "{}",
+        out_err(&o)
+    );
+    // The older checkpoint still resumes.
+    let o = train_bin(&["--resume", ckpts.join("step-0000015").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+}
+
+#[test]
+fn generate_is_reproducible_and_names_unknown_characters() {
+    let out = tempfile::tempdir().unwrap();
+    let run = trained_run(out.path(), &[]);
+    let generate = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_generate"))
+            .args(["--run", run.to_str().unwrap(), "--max-tokens", "40"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let (a, b, c) = (
+        generate(&["--seed", "1", "--prompt", "ROMEO:"]),
+        generate(&["--seed", "1", "--prompt", "ROMEO:"]),
+        generate(&["--seed", "2", "--prompt", "ROMEO:"]),
+    );
+    assert!(a.status.success(), "{}", out_err(&a));
+    assert_eq!(a.stdout, b.stdout);
+    assert_ne!(a.stdout, c.stdout);
+    let text = String::from_utf8_lossy(&a.stdout);
+    assert!(
+        text.starts_with("ROMEO:") && text.trim_end().chars().count() >= 40,
+        "{text}"
+    );
+    let bad = generate(&["--prompt", "Roméo"]);
+    assert!(!bad.status.success());
+    assert!(
+        out_err(&bad)
+            .contains("--prompt: character 'é' (U+00E9) at character 3 is not in the vocabulary"),
+        "{}",
+        out_err(&bad)
+    );
+    let top = generate(&["--top-k", "1", "--seed", "5"]);
+    let top2 = generate(&["--top-k", "1", "--seed", "6"]);
+    assert_eq!(
+        top.stdout, top2.stdout,
+        "top-k 1 is greedy, whatever the seed"
+    );
+}
+
+#[test]
+fn export_round_trips_with_nanogpt_names() {
+    let out = tempfile::tempdir().unwrap();
+    let run = trained_run(out.path(), &[]);
+    let file = out.path().join("model.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args([
+            "export",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    let bytes = std::fs::read(&file).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = |n: &str| tensors.tensor(n).unwrap().shape().to_vec();
+    assert_eq!(shape("transformer.h.0.attn.c_attn.weight"), [192, 64]);
+    assert_eq!(shape("transformer.h.0.mlp.c_proj.weight"), [64, 256]);
+    assert_eq!(shape("transformer.wpe.weight"), [64, 64]);
+    assert_eq!(shape("transformer.h.0.ln_1.weight"), [64]);
+    assert_eq!(shape("lm_head.bias")[0], shape("lm_head.weight")[0]);
+    assert_eq!(tensors.len(), 2 + 12 + 2 + 2);
+
+    let device = common::cpu();
+    let saved = ember::saved::SavedModel::load(&run, &device).unwrap();
+    let (loaded, gpt, _) = ember_model::from_safetensors(&bytes, &device).unwrap();
+    assert_eq!(gpt, saved.gpt);
+    let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(vec![1i64, 5, 9, 2, 7], [1, 5]),
+        &device,
+    );
+    let (x, y) = (
+        common::values(saved.model.forward(input.clone())),
+        common::values(loaded.forward(input)),
+    );
+    assert_eq!(x, y, "logits differ after the round trip");
+}

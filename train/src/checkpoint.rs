@@ -1,0 +1,212 @@
+//! Checkpoints that never lose work.
+//!
+//! A checkpoint is a folder `runs/<name>/checkpoints/step-NNNNNNN/` holding everything needed to
+//! continue exactly: `model.bpk` and `optimizer.bpk` (burnpack), `state.json` (format version,
+//! step, elapsed training time), the resolved `config.toml` and the `vocab.json`, and a
+//! `manifest.json` with the SHA-256 of each of those files, verified on load.
+//!
+//! The LR schedule position, the batch stream and the data cursor need no saved state beyond the
+//! step: the schedule is a function of the step, and every batch is drawn from a generator keyed
+//! by (seed, step) (see `rng.rs`), so a resumed run draws exactly the batches it would have.
+//!
+//! Writes are crash-safe: the folder is written under a temporary name, every file and the
+//! folder are fsync'ed, it is renamed into place, and only then does the `latest` file (itself
+//! replaced atomically) point at it. A crash or `kill -9` at any moment leaves the previous
+//! checkpoint and `latest` intact. The last `keep_last` checkpoints are kept.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::run_dir::atomic_write;
+
+/// Bumped whenever the layout or meaning of a checkpoint changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MANIFEST: &str = "manifest.json";
+const LATEST: &str = "latest";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub format_version: u32,
+    /// Optimizer updates done; a resumed run continues with step `step + 1`.
+    pub step: usize,
+    pub train_time_s: f64,
+    pub ember_version: String,
+}
+
+/// The files of a checkpoint, as bytes.
+pub struct CheckpointFiles {
+    pub model: Vec<u8>,
+    pub optimizer: Vec<u8>,
+    pub state: CheckpointState,
+    pub config_toml: String,
+    pub vocab_json: String,
+}
+
+/// The checkpoints of one run.
+pub struct Checkpoints {
+    dir: PathBuf,
+    keep_last: usize,
+}
+
+impl Checkpoints {
+    pub fn new(run_dir: &Path, keep_last: usize) -> Self {
+        Self {
+            dir: run_dir.join("checkpoints"),
+            keep_last: keep_last.max(1),
+        }
+    }
+
+    /// Writes a checkpoint atomically, points `latest` at it and prunes old ones; returns its
+    /// folder.
+    pub fn save(&self, files: &CheckpointFiles) -> std::io::Result<PathBuf> {
+        fs::create_dir_all(&self.dir)?;
+        let name = format!("step-{:07}", files.state.step);
+        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir(&tmp)?;
+        let state = serde_json::to_vec_pretty(&files.state).map_err(std::io::Error::other)?;
+        let entries: [(&str, &[u8]); 5] = [
+            ("model.bpk", &files.model),
+            ("optimizer.bpk", &files.optimizer),
+            ("state.json", &state),
+            ("config.toml", files.config_toml.as_bytes()),
+            ("vocab.json", files.vocab_json.as_bytes()),
+        ];
+        let mut manifest = BTreeMap::new();
+        for (file, bytes) in entries {
+            write_synced(&tmp.join(file), bytes)?;
+            manifest.insert(file.to_string(), sha256(bytes));
+        }
+        let manifest = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+        write_synced(&tmp.join(MANIFEST), &manifest)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        let dest = self.dir.join(&name);
+        if dest.exists() {
+            // A checkpoint of the same step from an earlier, interrupted attempt: replace it.
+            fs::remove_dir_all(&dest)?;
+        }
+        fs::rename(&tmp, &dest)?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        atomic_write(&self.dir.join(LATEST), name.as_bytes())?;
+        self.prune(&name)?;
+        Ok(dest)
+    }
+
+    /// Removes all but the newest `keep_last` checkpoints (never `keep`), and leftovers of
+    /// interrupted writes.
+    fn prune(&self, keep: &str) -> std::io::Result<()> {
+        let mut steps: Vec<String> = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                fs::remove_dir_all(self.dir.join(&name))?;
+            } else if name.starts_with("step-") {
+                steps.push(name);
+            }
+        }
+        steps.sort();
+        let excess = steps.len().saturating_sub(self.keep_last);
+        for name in steps.into_iter().take(excess).filter(|n| n != keep) {
+            fs::remove_dir_all(self.dir.join(name))?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint folder `path` names: a run folder (its latest checkpoint), its `checkpoints`
+/// folder, or a checkpoint folder itself.
+pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+    if path.join(MANIFEST).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let dir = if path.join(LATEST).is_file() {
+        path.to_path_buf()
+    } else {
+        path.join("checkpoints")
+    };
+    let latest = dir.join(LATEST);
+    let name = fs::read_to_string(&latest).map_err(|_| {
+        format!("{}: no checkpoint here (expected a run folder, its checkpoints folder or a step-N folder)", path.display())
+    })?;
+    let ckpt = dir.join(name.trim());
+    if ckpt.join(MANIFEST).is_file() {
+        Ok(ckpt)
+    } else {
+        Err(format!(
+            "{}: points at {}, which is not a checkpoint",
+            latest.display(),
+            ckpt.display()
+        ))
+    }
+}
+
+/// The run folder a checkpoint folder belongs to.
+pub fn run_dir_of(checkpoint: &Path) -> PathBuf {
+    checkpoint
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Reads a checkpoint and verifies every file against the manifest.
+pub fn load(dir: &Path) -> Result<CheckpointFiles, String> {
+    let read = |file: &str| {
+        fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+    };
+    let manifest: BTreeMap<String, String> = serde_json::from_slice(&read(MANIFEST)?)
+        .map_err(|e| format!("{}: unreadable manifest: {e}", dir.join(MANIFEST).display()))?;
+    let verified = |file: &str| -> Result<Vec<u8>, String> {
+        let bytes = read(file)?;
+        let want = manifest
+            .get(file)
+            .ok_or_else(|| format!("{}: {file} is missing from the manifest", dir.display()))?;
+        if sha256(&bytes) != *want {
+            return Err(format!(
+                "{}: checksum mismatch, the file is damaged",
+                dir.join(file).display()
+            ));
+        }
+        Ok(bytes)
+    };
+    let state: CheckpointState = serde_json::from_slice(&verified("state.json")?)
+        .map_err(|e| format!("{}: unreadable state.json: {e}", dir.display()))?;
+    if state.format_version != FORMAT_VERSION {
+        return Err(format!(
+            "{}: checkpoint format {} is not supported by this build (format {FORMAT_VERSION})",
+            dir.display(),
+            state.format_version
+        ));
+    }
+    let text = |bytes: Vec<u8>, file: &str| {
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", dir.join(file).display()))
+    };
+    Ok(CheckpointFiles {
+        model: verified("model.bpk")?,
+        optimizer: verified("optimizer.bpk")?,
+        config_toml: text(verified("config.toml")?, "config.toml")?,
+        vocab_json: text(verified("vocab.json")?, "vocab.json")?,
+        state,
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
