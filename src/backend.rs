@@ -152,13 +152,15 @@ fn set_threads(requested: usize) -> Threads {
     }
 }
 
+/// Sets the BLAS library's thread count; `None` where the build has no threaded BLAS.
 #[cfg(feature = "ndarray")]
-fn blas_threads(n: usize) -> Option<usize> {
+pub fn blas_threads(n: usize) -> Option<usize> {
     ember_blas::set_threads(n)
 }
 
+/// Sets the BLAS library's thread count; `None` where the build has no threaded BLAS.
 #[cfg(not(feature = "ndarray"))]
-fn blas_threads(_: usize) -> Option<usize> {
+pub fn blas_threads(_: usize) -> Option<usize> {
     None
 }
 

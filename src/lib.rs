@@ -2,6 +2,7 @@
 //! feature and `--device`), sets the CPU thread policy, and holds the binaries' shared parts.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod memory;
 pub mod progress;

@@ -1,4 +1,5 @@
-//! `ember`: tools around training runs. `ember export` writes a run's weights as safetensors.
+//! `ember`: tools around training runs. `ember export` writes a run's weights as safetensors;
+//! `ember bench` measures training throughput.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -6,9 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
+use ember::bench::BenchSpec;
 use ember::saved::SavedModel;
 use ember_model::to_safetensors;
 use ember_train::run_dir::atomic_write;
+use std::io::Write;
 
 #[derive(Debug, Parser)]
 #[command(name = "ember", version)]
@@ -27,6 +30,30 @@ enum Command {
         /// The file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Time training steps of a preset after a warm-up: tokens/s, phases, GFLOP/s, share of the
+    /// measured matmul ceiling, peak RSS. Run on a quiet machine.
+    Bench {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// CPU worker threads, 0 = one per core.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Config overrides, as `train --set`.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        sets: Vec<String>,
+        /// Also append the report as one JSON line to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -61,6 +88,35 @@ fn run(args: Args) -> Result<()> {
                 bytes.len(),
                 saved.checkpoint.display()
             );
+            Ok(())
+        }
+        Command::Bench {
+            preset,
+            device,
+            threads,
+            warmup,
+            steps,
+            sets,
+            json,
+        } => {
+            let spec = BenchSpec {
+                preset,
+                device,
+                threads,
+                warmup,
+                steps,
+                sets,
+            };
+            let report = ember::bench::run(&spec)?;
+            println!("{report}");
+            if let Some(path) = json {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?;
+                writeln!(file, "{}", serde_json::to_string(&report)?)?;
+            }
             Ok(())
         }
     }

@@ -16,4 +16,4 @@ pub mod tokenizer;
 pub mod trainer;
 
 pub use config::{ConfigBuilder, ConfigError, RunConfig};
-pub use trainer::{NoHooks, StepHooks, Summary, TrainError, Trainer};
+pub use trainer::{NoHooks, PhaseTimes, StepHooks, Summary, TrainError, Trainer, Update};

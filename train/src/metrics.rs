@@ -25,6 +25,9 @@ pub struct StepRecord {
     pub train_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// Where this step's training time went (not written to `metrics.jsonl`).
+    #[serde(skip)]
+    pub phases: crate::trainer::PhaseTimes,
     /// Whether this record goes to `metrics.jsonl` (every `log_every` steps, evals, first, last).
     #[serde(skip)]
     pub logged: bool,

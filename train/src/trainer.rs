@@ -159,6 +159,7 @@ pub struct Trainer {
     /// Training time of the steps before `start_step`.
     earlier_train_time: f64,
     stop: Arc<AtomicBool>,
+    sync_phases: bool,
 }
 
 impl Trainer {
@@ -271,6 +272,7 @@ impl Trainer {
             start_step: resumed.as_ref().map_or(0, |s| s.step),
             earlier_train_time: resumed.map_or(0.0, |s| s.train_time_s),
             stop: Arc::new(AtomicBool::new(false)),
+            sync_phases: false,
             optim,
             config,
             device,
@@ -324,9 +326,13 @@ impl Trainer {
 
         for step in self.start_step + 1..=t.steps {
             hooks.begin_step(step);
-            let lr = self.schedule.at(step - 1);
             let step_start = Instant::now();
-            let (loss, grad_norm) = self.update(step, lr)?;
+            let Update {
+                lr,
+                loss,
+                grad_norm,
+                phases,
+            } = self.step(step)?;
             let dt = step_start.elapsed().as_secs_f64();
             (train_time, window_time, window_steps) =
                 (train_time + dt, window_time + dt, window_steps + 1);
@@ -363,6 +369,7 @@ impl Trainer {
                 elapsed_s: start.elapsed().as_secs_f64(),
                 train_loss: eval.map(|e| e.train_loss),
                 val_loss: eval.map(|e| e.val_loss),
+                phases,
                 logged: step == 1
                     || step == t.steps
                     || eval.is_some()
@@ -428,12 +435,14 @@ impl Trainer {
         self.checkpoints.save(&files).map_err(io(&dir))
     }
 
-    /// One optimizer update; returns the batch loss and the gradient norm before clipping.
-    fn update(&mut self, step: usize, lr: f64) -> Result<(f64, f64), TrainError> {
+    /// One optimizer update for `step` (1-based) at the scheduled learning rate, timed phase by
+    /// phase: the whole training work of a step, without evaluation, checkpoint or sampling.
+    pub fn step(&mut self, step: usize) -> Result<Update, TrainError> {
         let t = &self.config.train;
+        let lr = self.schedule.at(step - 1);
         let verbose = step <= DEBUG_STEPS && tracing::enabled!(tracing::Level::DEBUG)
             || tracing::enabled!(tracing::Level::TRACE);
-        let mut clock = PhaseClock::new(verbose, &self.device, step);
+        let mut clock = PhaseClock::new(verbose, self.sync_phases || verbose, &self.device, step);
 
         let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
         let batch = self.data.batch(
@@ -443,11 +452,11 @@ impl Trainer {
             &mut rng,
             &self.device,
         );
-        clock.phase("data");
+        let data = clock.phase("data");
         let loss = self.model.loss(batch.inputs, batch.targets);
-        clock.phase("forward");
+        let forward = clock.phase("forward");
         let grads = loss.backward();
-        clock.phase("backward");
+        let backward = clock.phase("backward");
         let mut grads = GradientsParams::from_grads(grads, &self.model);
         let grad_norm = clip_global_norm(&self.model, &mut grads, t.grad_clip);
         let loss = f64::from(loss.into_scalar::<f32>());
@@ -456,10 +465,27 @@ impl Trainer {
                 return Err(TrainError::NonFinite { step, what, value });
             }
         }
-        clock.phase("clip");
+        let clip = clock.phase("clip");
         self.model = self.optim.step(lr, self.model.clone(), grads);
-        clock.phase("optimizer");
-        Ok((loss, grad_norm))
+        let optimizer = clock.phase("optimizer");
+        Ok(Update {
+            lr,
+            loss,
+            grad_norm,
+            phases: PhaseTimes {
+                data,
+                forward,
+                backward,
+                clip,
+                optimizer,
+            },
+        })
+    }
+
+    /// Synchronize the device after every phase so that phase times are exact on asynchronous
+    /// backends (GPUs), at some cost in throughput. CPU backends are synchronous anyway.
+    pub fn set_exact_phase_timing(&mut self, on: bool) {
+        self.sync_phases = on;
     }
 
     /// nanoGPT's `estimate_loss`: mean loss over `eval_iters` batches of each split, drawn from
@@ -547,36 +573,73 @@ fn dataset(
         .map_err(TrainError::Data)
 }
 
-/// Times the phases of a step when asked to, synchronizing the device so that asynchronous
-/// backends (GPUs) are timed for what they did, not for what they queued.
+/// What one optimizer update did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Update {
+    pub lr: f64,
+    /// Loss of the step's batch, before the update.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub phases: PhaseTimes,
+}
+
+/// Milliseconds spent in each phase of a training step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PhaseTimes {
+    /// Drawing the batch and moving it to the device.
+    pub data: f64,
+    pub forward: f64,
+    pub backward: f64,
+    /// Global gradient norm and clipping (reads the loss and the norm back).
+    pub clip: f64,
+    pub optimizer: f64,
+}
+
+impl PhaseTimes {
+    pub fn total(&self) -> f64 {
+        self.data + self.forward + self.backward + self.clip + self.optimizer
+    }
+}
+
+/// Times the phases of a step, logging them when `log` is set and synchronizing the device
+/// first when `sync` is, so that asynchronous backends (GPUs) are timed for what they did, not
+/// for what they queued.
 struct PhaseClock<'a> {
-    enabled: bool,
+    log: bool,
+    sync: bool,
     device: &'a Device,
     step: usize,
     last: Instant,
 }
 
 impl<'a> PhaseClock<'a> {
-    fn new(enabled: bool, device: &'a Device, step: usize) -> Self {
+    fn new(log: bool, sync: bool, device: &'a Device, step: usize) -> Self {
         Self {
-            enabled,
+            log,
+            sync,
             device,
             step,
             last: Instant::now(),
         }
     }
 
-    fn phase(&mut self, name: &str) {
-        if self.enabled {
+    /// Milliseconds since the previous phase ended.
+    fn phase(&mut self, name: &str) -> f64 {
+        if self.sync {
             let _ = self.device.sync();
-            let ms = self.last.elapsed().as_secs_f64() * 1e3;
+        }
+        let now = Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1e3;
+        self.last = now;
+        if self.log {
             debug!(
                 step = self.step,
                 phase = name,
                 ms = format!("{ms:.2}"),
                 "phase done"
             );
-            self.last = Instant::now();
         }
+        ms
     }
 }

@@ -1,0 +1,226 @@
+//! `ember bench`: trains a preset for a fixed number of steps after a warm-up and reports where
+//! the time goes, against this machine's measured matmul ceiling.
+
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use burn::tensor::{Device, Distribution, Tensor};
+use ember_train::config::ConfigBuilder;
+use ember_train::corpus::builtin_corpus;
+use ember_train::sys::peak_rss_bytes;
+use ember_train::{PhaseTimes, Trainer};
+use serde::Serialize;
+
+use crate::backend;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    pub preset: String,
+    pub device: String,
+    pub threads: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    /// `section.key=value` overrides, as `train --set`.
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub ember_version: &'static str,
+    pub cpu: String,
+    pub backend: String,
+    pub matmul_engine: Option<String>,
+    pub rayon_threads: usize,
+    pub blas_threads: Option<usize>,
+    pub preset: String,
+    pub d_model: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub context: usize,
+    pub batch_size: usize,
+    pub params: usize,
+    pub warmup_steps: usize,
+    pub timed_steps: usize,
+    pub median_step_ms: f64,
+    pub p10_step_ms: f64,
+    pub p90_step_ms: f64,
+    /// Tokens per second at the median step time.
+    pub tokens_per_sec: f64,
+    /// Median of each phase; `other` is the rest of the step.
+    pub phases_ms: PhaseTimes,
+    pub other_ms: f64,
+    /// 6 × matmul parameters × tokens + 12 × layers × d × context × tokens (nanoGPT's estimate).
+    pub gflop_per_step: f64,
+    pub achieved_gflops: f64,
+    /// Best of square f32 matmuls on the same backend, all cores.
+    pub matmul_ceiling_gflops: f64,
+    /// `achieved_gflops / matmul_ceiling_gflops`.
+    pub mfu: f64,
+    pub peak_rss_bytes: u64,
+}
+
+pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
+    let mut builder = ConfigBuilder::preset(&spec.preset)?;
+    let out = std::env::temp_dir().join(format!("ember-bench-{}", std::process::id()));
+    let fixed = [
+        format!("train.steps={}", spec.warmup + spec.steps),
+        "train.eval_iters=0".into(),
+        "train.sample_tokens=0".into(),
+        "train.checkpoint_every=0".into(),
+        format!("run.out={:?}", out.display().to_string()),
+    ];
+    for set in fixed.iter().chain(&spec.sets) {
+        builder = builder.set(set, "--set")?;
+    }
+    let config = builder.build()?;
+    let selected = backend::select(&spec.device, spec.threads).map_err(|e| anyhow!(e))?;
+    let ceiling = matmul_ceiling(&selected.device);
+
+    let text = builtin_corpus();
+    let mut trainer = Trainer::new(config.clone(), &text, &spec.preset, selected.device.clone())?;
+    let mut times = Vec::with_capacity(spec.steps);
+    let mut phases = Vec::with_capacity(spec.steps);
+    for step in 1..=spec.warmup + spec.steps {
+        let start = Instant::now();
+        let update = trainer.step(step)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if step > spec.warmup {
+            times.push(ms);
+            phases.push(update.phases);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+
+    let m = &config.model;
+    let gpt = m.gpt(trainer.tokenizer().vocab_size());
+    let tokens = (config.train.batch_size * m.context) as f64;
+    let flops_per_token =
+        6.0 * gpt.num_matmul_params() as f64 + 12.0 * (m.n_layer * m.d_model * m.context) as f64;
+    let median_step_ms = percentile(&times, 0.5);
+    let phase =
+        |f: fn(&PhaseTimes) -> f64| percentile(&phases.iter().map(f).collect::<Vec<_>>(), 0.5);
+    let phases_ms = PhaseTimes {
+        data: phase(|p| p.data),
+        forward: phase(|p| p.forward),
+        backward: phase(|p| p.backward),
+        clip: phase(|p| p.clip),
+        optimizer: phase(|p| p.optimizer),
+    };
+    let gflop_per_step = flops_per_token * tokens / 1e9;
+    let achieved_gflops = gflop_per_step / (median_step_ms / 1e3);
+    Ok(BenchReport {
+        ember_version: env!("CARGO_PKG_VERSION"),
+        cpu: cpu_model(),
+        backend: selected.name,
+        matmul_engine: selected.matmul,
+        rayon_threads: selected.threads.rayon,
+        blas_threads: selected.threads.blas,
+        preset: spec.preset.clone(),
+        d_model: m.d_model,
+        n_layer: m.n_layer,
+        n_head: m.n_head,
+        context: m.context,
+        batch_size: config.train.batch_size,
+        params: gpt.num_params(),
+        warmup_steps: spec.warmup,
+        timed_steps: spec.steps,
+        median_step_ms,
+        p10_step_ms: percentile(&times, 0.1),
+        p90_step_ms: percentile(&times, 0.9),
+        tokens_per_sec: tokens / (median_step_ms / 1e3),
+        other_ms: median_step_ms - phases_ms.total(),
+        phases_ms,
+        gflop_per_step,
+        achieved_gflops,
+        matmul_ceiling_gflops: ceiling,
+        mfu: achieved_gflops / ceiling,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// GFLOP/s of the best of a few large square matmuls on `device`, with every core (BLAS is
+/// given all threads for the measurement, then set back to the training policy).
+pub fn matmul_ceiling(device: &Device) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let restore = backend::blas_threads(cores);
+    let mut best: f64 = 0.0;
+    for n in [512, 1024] {
+        let a = Tensor::<2>::random([n, n], Distribution::Default, device);
+        let b = Tensor::<2>::random([n, n], Distribution::Default, device);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let _ = a.clone().matmul(b.clone()).into_data();
+            let secs = start.elapsed().as_secs_f64();
+            best = best.max(2.0 * (n * n * n) as f64 / secs / 1e9);
+        }
+    }
+    if restore.is_some() {
+        backend::blas_threads(1);
+    }
+    best
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.phases_ms;
+        writeln!(
+            f,
+            "{} on {} ({}; {} rayon threads)",
+            self.preset,
+            self.backend,
+            self.matmul_engine.as_deref().unwrap_or("device kernels"),
+            self.rayon_threads
+        )?;
+        writeln!(
+            f,
+            "  {} params, batch {} x context {}, {} timed steps after {} warm-up",
+            self.params, self.batch_size, self.context, self.timed_steps, self.warmup_steps
+        )?;
+        writeln!(
+            f,
+            "  {:.0} tokens/s | step median {:.2} ms (p10 {:.2}, p90 {:.2})",
+            self.tokens_per_sec, self.median_step_ms, self.p10_step_ms, self.p90_step_ms
+        )?;
+        writeln!(
+            f,
+            "  phases (median ms): data {:.2} | forward {:.2} | backward {:.2} | clip {:.2} | optimizer {:.2} | other {:.2}",
+            p.data, p.forward, p.backward, p.clip, p.optimizer, self.other_ms
+        )?;
+        writeln!(
+            f,
+            "  {:.2} GFLOP/step -> {:.1} GFLOP/s = {:.1}% of the {:.1} GFLOP/s matmul ceiling",
+            self.gflop_per_step,
+            self.achieved_gflops,
+            100.0 * self.mfu,
+            self.matmul_ceiling_gflops
+        )?;
+        write!(
+            f,
+            "  peak RSS {:.1} MiB",
+            self.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        )
+    }
+}
