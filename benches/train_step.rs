@@ -20,6 +20,7 @@ fn cpu_backends() -> Vec<(&'static str, Device)> {
 }
 
 fn train_steps(c: &mut Criterion) {
+    ember::memory::tune_allocator();
     let text = ember_train::corpus::builtin_corpus();
     let out = std::env::temp_dir().join(format!("ember-criterion-{}", std::process::id()));
     let mut group = c.benchmark_group("train_step");
@@ -56,6 +57,7 @@ fn forward_backward<const D: usize>(
 }
 
 fn kernels(c: &mut Criterion) {
+    ember::memory::tune_allocator();
     let mut group = c.benchmark_group("kernel");
     group.sample_size(20);
     for (backend, device) in cpu_backends() {

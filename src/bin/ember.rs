@@ -58,6 +58,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ember::memory::tune_allocator();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -49,6 +49,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    ember::memory::tune_allocator();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

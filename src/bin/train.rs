@@ -19,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
 
 fn main() -> ExitCode {
+    ember::memory::tune_allocator();
     let args = TrainArgs::parse();
     init_logging(args.debug);
     match run(&args) {

@@ -1,5 +1,25 @@
 use burn::tensor::Device;
 
+/// Largest request glibc still serves from its heaps with [`tune_allocator`] (its own ceiling).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+
+/// Makes glibc keep freed memory for reuse between [`trim`]s.
+///
+/// Burn allocates a new buffer for the result of every tensor operation, megabytes each at
+/// these sizes. With glibc's defaults such buffers are mmap'ed and munmap'ed one by one, or the
+/// heap top is trimmed as soon as they are freed, so every operation pays page faults and page
+/// zeroing: 30% of a small-preset step (BENCHMARKS.md). Fixed thresholds keep those pages in
+/// the heap, and the periodic trim hands them back to the OS. No-op on other allocators.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before threads allocate heavily.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
 /// Returns freed memory to the operating system and reports the bytes of RSS given back.
 ///
 /// glibc keeps freed memory in its per-thread arenas and rarely returns it: `malloc_trim(0)`
