@@ -14,14 +14,24 @@ use serde::Serialize;
 use crate::backend;
 
 /// What to measure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchSpec {
+    #[arg(long, default_value = "small")]
     pub preset: String,
+    /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
     pub device: String,
+    /// CPU worker threads, 0 = one per core.
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
     pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// `section.key=value` overrides, as `train --set`.
+    /// Config overrides, as `train --set`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
 }
 

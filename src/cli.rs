@@ -2,8 +2,23 @@
 
 use std::path::PathBuf;
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use ember_train::config::{ConfigBuilder, ConfigError, DEFAULT_PRESET, RunConfig};
+
+/// The shared start of the binaries: tune the allocator, run, and turn an error into one
+/// `error: ...` line on stderr and a failing exit code.
+pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    crate::memory::tune_allocator();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Train a GPT language model. Every setting lives in a TOML config (a preset from configs/, a
 /// file of your own, or both); the flags below override it.

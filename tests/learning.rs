@@ -2,29 +2,20 @@
 
 mod common;
 
-use ember_train::config::ConfigBuilder;
 use ember_train::{NoHooks, Trainer};
 
 #[test]
 fn tiny_preset_drives_the_loss_down() {
     let out = tempfile::tempdir().unwrap();
-    let config = ConfigBuilder::preset("tiny")
-        .unwrap()
-        .set("train.steps=150", "test")
-        .unwrap()
-        .set("train.batch_size=16", "test")
-        .unwrap()
-        .set("train.eval_iters=4", "test")
-        .unwrap()
-        .set("train.sample_tokens=0", "test")
-        .unwrap()
-        .set(
-            &format!("run.out={:?}", out.path().display().to_string()),
-            "test",
-        )
-        .unwrap()
-        .build()
-        .unwrap();
+    let config = common::tiny_config(
+        out.path(),
+        &[
+            "train.steps=150",
+            "train.batch_size=16",
+            "train.eval_iters=4",
+            "train.sample_tokens=0",
+        ],
+    );
     let text = "the cat sat on the mat. the dog sat on the log.\n".repeat(200);
     let mut trainer = Trainer::new(config, &text, "tiny", common::cpu()).unwrap();
     let summary = trainer.train(&mut NoHooks).unwrap();

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 
 use burn::tensor::Tensor;
 use ember::memory::{Counters, GLOBAL_COUNTERS, MemoryScope, TrackingAllocator, trim};
-use ember_train::config::{ConfigBuilder, LeakPolicy, MemorySection};
+use ember_train::config::{LeakPolicy, MemorySection};
 use ember_train::metrics::StepRecord;
 use ember_train::{StepHooks, TrainError, Trainer};
 
@@ -118,29 +118,19 @@ impl StepHooks for LeakFrom40 {
 
 fn tiny_run(steps: usize) -> (ember_train::RunConfig, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
-    let config = ConfigBuilder::preset("tiny")
-        .unwrap()
-        .set(&format!("train.steps={steps}"), "test")
-        .unwrap()
-        .set("train.batch_size=8", "test")
-        .unwrap()
-        .set("train.eval_every=100", "test")
-        .unwrap()
-        .set("train.eval_iters=2", "test")
-        .unwrap()
-        .set("train.sample_every=150", "test")
-        .unwrap()
-        .set("train.sample_tokens=20", "test")
-        .unwrap()
-        .set("memory.leak_policy=\"fail\"", "test")
-        .unwrap()
-        .set(
-            &format!("run.out={:?}", out.path().display().to_string()),
-            "test",
-        )
-        .unwrap()
-        .build()
-        .unwrap();
+    let steps = format!("train.steps={steps}");
+    let config = common::tiny_config(
+        out.path(),
+        &[
+            &steps,
+            "train.batch_size=8",
+            "train.eval_every=100",
+            "train.eval_iters=2",
+            "train.sample_every=150",
+            "train.sample_tokens=20",
+            "memory.leak_policy=\"fail\"",
+        ],
+    );
     (config, out)
 }
 

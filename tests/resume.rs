@@ -9,25 +9,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ember_train::config::ConfigBuilder;
 use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
 
-fn config(out: &Path, name: &str, steps: usize, extra: &[&str]) -> RunConfig {
-    let mut b = ConfigBuilder::preset("tiny").unwrap();
-    let sets = [
-        format!("train.steps={steps}"),
-        "train.batch_size=8".into(),
-        "train.eval_iters=0".into(),
-        "train.sample_tokens=0".into(),
-        "train.log_every=1".into(),
-        "train.checkpoint_every=0".into(),
-        format!("run.out={:?}", out.display().to_string()),
-        format!("run.name={name:?}"),
-    ];
-    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
-        b = b.set(s, "test").unwrap();
-    }
-    b.build().unwrap()
+fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
+    let (steps, name) = (format!("train.steps={steps}"), format!("run.name={name:?}"));
+    common::tiny_config(
+        out,
+        &[
+            &steps,
+            &name,
+            "train.batch_size=8",
+            "train.eval_iters=0",
+            "train.sample_tokens=0",
+            "train.log_every=1",
+            "train.checkpoint_every=0",
+        ],
+    )
 }
 
 /// Losses per step from a run's metrics.jsonl.
@@ -74,16 +71,11 @@ impl StepHooks for StopAt {
 fn stopping_and_resuming_is_bit_exact() {
     let out = tempfile::tempdir().unwrap();
     let text = ember_train::corpus::builtin_corpus();
-    let mut whole = Trainer::new(
-        config(out.path(), "whole", 20, &[]),
-        &text,
-        "t",
-        common::cpu(),
-    )
-    .unwrap();
+    let mut whole =
+        Trainer::new(config(out.path(), "whole", 20), &text, "t", common::cpu()).unwrap();
     whole.train(&mut NoHooks).unwrap();
 
-    let halves = config(out.path(), "halves", 20, &[]);
+    let halves = config(out.path(), "halves", 20);
     let mut first = Trainer::new(halves.clone(), &text, "t", common::cpu()).unwrap();
     let summary = first.train(&mut StopAt(10, first.stop_flag())).unwrap();
     assert!(summary.stopped);

@@ -34,23 +34,8 @@ enum Command {
     /// Time training steps of a preset after a warm-up: tokens/s, phases, GFLOP/s, share of the
     /// measured matmul ceiling, peak RSS. Run on a quiet machine.
     Bench {
-        #[arg(long, default_value = "small")]
-        preset: String,
-        /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// CPU worker threads, 0 = one per core.
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 5)]
-        warmup: usize,
-        /// Timed steps.
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// Config overrides, as `train --set`.
-        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-        sets: Vec<String>,
+        #[command(flatten)]
+        spec: BenchSpec,
         /// Also append the report as one JSON line to this file.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -58,14 +43,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    ember::memory::tune_allocator();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ember::cli::main_with(|| run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {
@@ -91,23 +69,7 @@ fn run(args: Args) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench {
-            preset,
-            device,
-            threads,
-            warmup,
-            steps,
-            sets,
-            json,
-        } => {
-            let spec = BenchSpec {
-                preset,
-                device,
-                threads,
-                warmup,
-                steps,
-                sets,
-            };
+        Command::Bench { spec, json } => {
             let report = ember::bench::run(&spec)?;
             println!("{report}");
             if let Some(path) = json {

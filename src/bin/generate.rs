@@ -49,14 +49,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    ember::memory::tune_allocator();
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ember::cli::main_with(|| run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {

@@ -19,16 +19,9 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
 
 fn main() -> ExitCode {
-    ember::memory::tune_allocator();
     let args = TrainArgs::parse();
     init_logging(args.debug);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ember::cli::main_with(|| run(&args))
 }
 
 fn run(args: &TrainArgs) -> Result<()> {

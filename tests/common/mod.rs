@@ -2,7 +2,11 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use std::path::Path;
+
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use ember_train::RunConfig;
+use ember_train::config::ConfigBuilder;
 use ember_train::rng::SplitMix64;
 
 /// The default build's CPU device, through the same selection the binaries use (which also
@@ -64,4 +68,17 @@ pub fn param_list<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
     let mut list = ParamList::default();
     model.visit(&mut list);
     list.params
+}
+
+/// The tiny preset writing its runs under `out`, with `sets` (`section.key=value`) on top.
+pub fn tiny_config(out: &Path, sets: &[&str]) -> RunConfig {
+    let out = format!("run.out={:?}", out.display().to_string());
+    sets.iter()
+        .copied()
+        .chain([out.as_str()])
+        .try_fold(ConfigBuilder::preset("tiny").unwrap(), |b, set| {
+            b.set(set, "test")
+        })
+        .and_then(ConfigBuilder::build)
+        .unwrap()
 }
