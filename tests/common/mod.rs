@@ -9,11 +9,13 @@ use ember_train::RunConfig;
 use ember_train::config::ConfigBuilder;
 use ember_train::rng::SplitMix64;
 
-/// The default build's CPU device, through the same selection the binaries use (which also
-/// links the BLAS engine).
+/// The CPU device the tests run on, through the same selection the binaries use (which also
+/// links the BLAS engine): ndarray, or `EMBER_TEST_DEVICE` (e.g. `flex` in a `--features flex`
+/// build).
 pub fn cpu() -> Device {
-    ember::backend::select("ndarray", 0)
-        .expect("ndarray is compiled in")
+    let name = std::env::var("EMBER_TEST_DEVICE").unwrap_or_else(|_| "ndarray".into());
+    ember::backend::select(&name, 0)
+        .expect("the test device is compiled in")
         .device
 }
 
