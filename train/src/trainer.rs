@@ -300,10 +300,6 @@ impl Trainer {
         &self.run_dir
     }
 
-    pub fn model(&self) -> &Gpt {
-        &self.model
-    }
-
     pub fn tokenizer(&self) -> &CharTokenizer {
         &self.tokenizer
     }
@@ -354,7 +350,10 @@ impl Trainer {
                 hooks.on_checkpoint(step, &path);
                 last_checkpoint = Some(path);
             }
-            if t.sample_every > 0 && step.is_multiple_of(t.sample_every) {
+            // The final sample belongs to the last step too, so that it is accounted in its scope.
+            let sample_due =
+                step == t.steps || t.sample_every > 0 && step.is_multiple_of(t.sample_every);
+            if t.sample_tokens > 0 && sample_due {
                 sample = self.sample(step, hooks);
             }
 
@@ -386,12 +385,6 @@ impl Trainer {
             if stopped {
                 break;
             }
-        }
-        if !stopped
-            && t.sample_tokens > 0
-            && (t.sample_every == 0 || !t.steps.is_multiple_of(t.sample_every))
-        {
-            sample = self.sample(t.steps, hooks);
         }
         let done = last_step - self.start_step;
         Ok(Summary {
