@@ -1,0 +1,111 @@
+//! `cargo bench -p ember-kernels`: each CPU kernel alone on plain slices, at the small preset's
+//! shapes (batch 32, context 64, d 128, 4 heads, vocabulary 65), with the GFLOP/s or GB/s it
+//! reaches. The whole-step and Burn-level comparisons are in the root crate's `train_step` bench.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ember_kernels::cpu::{self, AttentionShape};
+
+fn values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+fn kernels(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cpu");
+    let (b, t, d, h, v) = (32, 64, 128, 4, 65);
+    let rows = b * t;
+
+    let x = values(rows * 4 * d);
+    let mut y = vec![0.0; x.len()];
+    group.throughput(Throughput::Bytes((x.len() * 8) as u64));
+    group.bench_function("gelu_32x64x512", |bench| {
+        bench.iter(|| cpu::gelu(black_box(&x), &mut y))
+    });
+    group.throughput(Throughput::Bytes((x.len() * 12) as u64));
+    group.bench_function("gelu_backward_32x64x512", |bench| {
+        bench.iter(|| cpu::gelu_backward(black_box(&x), &x, &mut y))
+    });
+
+    let x = values(rows * d);
+    let (gamma, beta) = (values(d), values(d));
+    let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut mean, mut rstd) = (vec![0.0; rows], vec![0.0; rows]);
+    let (mut dg, mut db) = (vec![0.0; d], vec![0.0; d]);
+    group.throughput(Throughput::Bytes((x.len() * 8) as u64));
+    group.bench_function("layer_norm_2048x128", |bench| {
+        bench.iter(|| cpu::layer_norm(&x, &gamma, Some(&beta), 1e-5, &mut y, &mut mean, &mut rstd))
+    });
+    group.throughput(Throughput::Bytes((x.len() * 12) as u64));
+    group.bench_function("layer_norm_backward_2048x128", |bench| {
+        bench.iter(|| {
+            let dbeta = Some(db.as_mut_slice());
+            cpu::layer_norm_backward(&x, &gamma, &mean, &rstd, &x, &mut dx, &mut dg, dbeta)
+        })
+    });
+
+    let shape = AttentionShape {
+        batch: b,
+        time: t,
+        past: 0,
+        heads: h,
+        d_model: d,
+    };
+    let qkv = values(rows * 3 * d);
+    let (mut y, mut probs, mut dqkv) = (
+        vec![0.0; rows * d],
+        vec![0.0; b * h * t * t],
+        vec![0.0; qkv.len()],
+    );
+    // Multiply-adds actually done: the causal half of two T x T x hd products per head.
+    let flops = |products: usize| (products * b * h * t * (t + 1) / 2 * (d / h) * 2) as u64;
+    group.throughput(Throughput::Elements(flops(2)));
+    group.bench_function("attention_32x64x384", |bench| {
+        bench.iter(|| cpu::attention(&qkv, shape, &mut y, &mut probs))
+    });
+    group.throughput(Throughput::Elements(flops(4)));
+    group.bench_function("attention_backward_32x64x384", |bench| {
+        bench.iter(|| cpu::attention_backward(&qkv, &probs, &y, shape, &mut dqkv))
+    });
+
+    let logits = values(rows * v);
+    let targets: Vec<usize> = (0..rows).map(|i| i % v).collect();
+    let (mut lse, mut dl) = (vec![0.0; rows], vec![0.0; logits.len()]);
+    group.throughput(Throughput::Bytes((logits.len() * 4) as u64));
+    group.bench_function("cross_entropy_2048x65", |bench| {
+        bench.iter(|| cpu::cross_entropy(&logits, &targets, &mut lse))
+    });
+    group.bench_function("cross_entropy_backward_2048x65", |bench| {
+        bench.iter(|| cpu::cross_entropy_backward(&logits, &targets, &lse, 1.0, &mut dl))
+    });
+
+    let (k, n) = (d, 4 * d);
+    let (x, w, bias) = (values(rows * k), values(k * n), values(n));
+    let (mut y, mut dx, mut dw, mut db) = (
+        vec![0.0; rows * n],
+        vec![0.0; rows * k],
+        vec![0.0; k * n],
+        vec![0.0; n],
+    );
+    group.throughput(Throughput::Elements((2 * rows * k * n) as u64));
+    group.bench_function("linear_2048x128x512", |bench| {
+        bench.iter(|| cpu::linear(&x, &w, Some(&bias), (rows, k, n), &mut y))
+    });
+    group.throughput(Throughput::Elements((4 * rows * k * n) as u64));
+    group.bench_function("linear_backward_2048x128x512", |bench| {
+        bench.iter(|| {
+            let grads = (
+                Some(dx.as_mut_slice()),
+                Some(dw.as_mut_slice()),
+                Some(db.as_mut_slice()),
+            );
+            cpu::linear_backward(&x, &w, &y, (rows, k, n), grads.0, grads.1, grads.2)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

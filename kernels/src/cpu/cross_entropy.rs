@@ -1,0 +1,79 @@
+//! Mean softmax cross-entropy from the logits, forward and backward, one pass over each row.
+//!
+//! Per row `x` (`V` logits) with target `c`: `lse = m + ln Σ_j e^{x_j - m}` (`m = max x`), loss
+//! `lse - x_c`; the mean over rows is the result. Backward: `dx_j = g/N · (e^{x_j - lse} - [j = c])`.
+//! The row losses are added in row order, whatever the number of threads.
+
+use rayon::prelude::*;
+
+use super::simd::vectorized;
+use super::vector::{max, sum_exp};
+use super::{Float, rows_per_task};
+
+/// Mean over rows of `lse - x[target]`; writes each row's log-sum-exp into `lse`.
+///
+/// # Panics
+/// If a target is not below the number of classes.
+pub fn cross_entropy<E: Float>(logits: &[E], targets: &[usize], lse: &mut [E]) -> E {
+    let n = targets.len();
+    assert_eq!(lse.len(), n);
+    assert!(n > 0 && logits.len().is_multiple_of(n));
+    let v = logits.len() / n;
+    if let Some(bad) = targets.iter().find(|&&c| c >= v) {
+        panic!("cross_entropy: target {bad} is not below the number of classes ({v})");
+    }
+    let rows = rows_per_task(v);
+    let mut losses = vec![E::ZERO; n];
+    losses
+        .par_chunks_mut(rows)
+        .zip(lse.par_chunks_mut(rows))
+        .zip(logits.par_chunks(rows * v).zip(targets.par_chunks(rows)))
+        .for_each(|((losses, lse), (logits, targets))| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (i, x) in logits.chunks_exact(v).enumerate() {
+                        let m = max(x);
+                        lse[i] = m + sum_exp(x, m).ln();
+                        losses[i] = lse[i] - x[targets[i]];
+                    }
+                },
+            )
+        });
+    let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
+    E::from_f64(total / n as f64)
+}
+
+/// `dlogits` from the forward's `logits`, `targets` and `lse`, for an upstream gradient `grad`
+/// of the mean loss.
+pub fn cross_entropy_backward<E: Float>(
+    logits: &[E],
+    targets: &[usize],
+    lse: &[E],
+    grad: E,
+    dlogits: &mut [E],
+) {
+    let n = targets.len();
+    assert_eq!(logits.len(), dlogits.len());
+    let v = logits.len() / n;
+    let scale = grad / E::from_f64(n as f64);
+    let rows = rows_per_task(v);
+    dlogits
+        .par_chunks_mut(rows * v)
+        .zip(logits.par_chunks(rows * v))
+        .zip(lse.par_chunks(rows).zip(targets.par_chunks(rows)))
+        .for_each(|((dx, x), (lse, targets))| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let rows = dx.chunks_exact_mut(v).zip(x.chunks_exact(v));
+                    for ((dx, x), (&lse, &c)) in rows.zip(lse.iter().zip(targets)) {
+                        for (dx, &x) in dx.iter_mut().zip(x) {
+                            *dx = scale * (x - lse).exp();
+                        }
+                        dx[c] -= scale;
+                    }
+                },
+            )
+        });
+}
