@@ -1,13 +1,13 @@
 //! `cargo bench`: one training step per preset and per CPU backend compiled in (build with
-//! `--features flex` to compare flex with ndarray), and the kernels that dominate a step, each
-//! forward and backward. Run on a quiet machine; `ember bench` gives the phase breakdown.
+//! `--features flex` to compare flex with ndarray), and each fused kernel against the composed
+//! ops it replaces, forward and backward. Run on a quiet machine; `ember bench` gives the phase
+//! breakdown.
 
 use std::hint::black_box;
 
-use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use ember_model::gelu;
+use ember_kernels::{composed, ops};
 use ember_train::Trainer;
 use ember_train::config::ConfigBuilder;
 
@@ -45,49 +45,91 @@ fn train_steps(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(out);
 }
 
-/// Forward and backward of `f` on a random input of `shape` that requires grad.
-fn forward_backward<const D: usize>(
-    device: &Device,
-    shape: [usize; D],
-    f: impl Fn(Tensor<D>) -> Tensor<D>,
+/// A random input of `shape` that requires grad.
+fn input<const D: usize>(device: &Device, shape: [usize; D]) -> Tensor<D> {
+    Tensor::<D>::random(shape, Distribution::Default, device).require_grad()
+}
+
+/// Forward and backward of `f` at `x`.
+fn forward_backward<const D: usize, const E: usize>(
+    x: &Tensor<D>,
+    f: impl Fn(Tensor<D>) -> Tensor<E>,
 ) {
-    let x = Tensor::<D>::random(shape, Distribution::Default, device).require_grad();
     let grads = f(x.clone()).sum().backward();
     black_box(x.grad(&grads));
 }
 
+/// Each fused operation against the composed Burn ops it replaces, forward and backward, at the
+/// small preset's shapes (batch 32, context 64, d 128, 4 heads).
 fn kernels(c: &mut Criterion) {
     ember::memory::tune_allocator();
     let mut group = c.benchmark_group("kernel");
     group.sample_size(20);
     for (backend, device) in cpu_backends() {
         let ad = device.autodiff();
-        // The small preset's shapes: batch 32, context 64, d 128, 4 heads.
         let w = Tensor::<2>::random([128, 512], Distribution::Default, &ad).require_grad();
-        group.bench_function(format!("{backend}/linear_2048x128x512"), |b| {
-            b.iter(|| forward_backward(&ad, [2048, 128], |x| x.matmul(w.clone())))
-        });
-        group.bench_function(format!("{backend}/attention_scores_32x4x64x32"), |b| {
-            b.iter(|| {
-                forward_backward(&ad, [32, 4, 64, 32], |x| {
-                    let (q, k) = (
-                        x.clone().slice([0..32, 0..4, 0..64, 0..16]),
-                        x.slice([0..32, 0..4, 0..64, 16..32]),
-                    );
-                    softmax(q.matmul(k.swap_dims(2, 3)), 3)
+        let b = Tensor::<1>::random([512], Distribution::Default, &ad).require_grad();
+        let (gamma, beta) = (
+            Tensor::<1>::ones([128], &ad),
+            Tensor::<1>::zeros([128], &ad),
+        );
+        type Linear = fn(Tensor<3>, Tensor<2>, Option<Tensor<1>>) -> Tensor<3>;
+        type Norm = fn(Tensor<3>, Tensor<1>, Option<Tensor<1>>, f64) -> Tensor<3>;
+        type Attention = fn(Tensor<3>, usize, usize) -> Tensor<3>;
+        type Gelu = fn(Tensor<3>) -> Tensor<3>;
+        let paths: [(&str, Linear, Norm, Attention, Gelu); 2] = [
+            (
+                "fused",
+                ops::linear,
+                ops::layer_norm,
+                ops::causal_attention,
+                ops::gelu,
+            ),
+            (
+                "composed",
+                composed::linear,
+                composed::layer_norm,
+                composed::causal_attention,
+                composed::gelu,
+            ),
+        ];
+        for (path, linear, layer_norm, attention, gelu) in paths {
+            let name = |op: &str| format!("{backend}/{op}/{path}");
+            let x = input(&ad, [32, 64, 128]);
+            group.bench_function(name("linear_2048x128x512"), |bench| {
+                bench.iter(|| forward_backward(&x, |x| linear(x, w.clone(), Some(b.clone()))))
+            });
+            let qkv = input(&ad, [32, 64, 384]);
+            group.bench_function(name("attention_32x64x384"), |bench| {
+                bench.iter(|| forward_backward(&qkv, |x| attention(x, 4, 0)))
+            });
+            let h = input(&ad, [32, 64, 512]);
+            group.bench_function(name("gelu_32x64x512"), |bench| {
+                bench.iter(|| forward_backward(&h, gelu))
+            });
+            group.bench_function(name("layer_norm_32x64x128"), |bench| {
+                bench.iter(|| {
+                    forward_backward(&x, |x| {
+                        layer_norm(x, gamma.clone(), Some(beta.clone()), 1e-5)
+                    })
                 })
-            })
-        });
-        group.bench_function(format!("{backend}/gelu_32x64x512"), |b| {
-            b.iter(|| forward_backward(&ad, [32, 64, 512], gelu))
-        });
-        let norm = burn::nn::LayerNormConfig::new(128).init(&ad);
-        group.bench_function(format!("{backend}/layer_norm_32x64x128"), |b| {
-            b.iter(|| forward_backward(&ad, [32, 64, 128], |x| norm.forward(x)))
-        });
-        group.bench_function(format!("{backend}/log_softmax_2048x65"), |b| {
-            b.iter(|| forward_backward(&ad, [2048, 65], |x| log_softmax(x, 1)))
-        });
+            });
+        }
+        let targets = Tensor::<1, Int>::from_data(
+            burn::tensor::TensorData::new((0..2048).map(|i| i % 65).collect::<Vec<i64>>(), [2048]),
+            &ad,
+        );
+        type CrossEntropy = fn(Tensor<2>, Tensor<1, Int>) -> Tensor<1>;
+        let losses: [(&str, CrossEntropy); 2] = [
+            ("fused", ops::cross_entropy),
+            ("composed", composed::cross_entropy),
+        ];
+        let logits = input(&ad, [2048, 65]);
+        for (path, cross_entropy) in losses {
+            group.bench_function(format!("{backend}/cross_entropy_2048x65/{path}"), |bench| {
+                bench.iter(|| forward_backward(&logits, |x| cross_entropy(x, targets.clone())))
+            });
+        }
     }
     group.finish();
 }

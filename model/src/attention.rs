@@ -1,9 +1,13 @@
+//! Causal multi-head self-attention with a fused query/key/value projection, as nanoGPT's
+//! `CausalSelfAttention`.
+
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Tensor, s};
+use burn::tensor::Tensor;
+use ember_kernels::ops;
 
-/// Causal multi-head self-attention with a fused query/key/value projection, as nanoGPT's.
+use crate::layers::linear;
+
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention {
     /// `[d, 3d]`: queries, keys and values side by side.
@@ -13,50 +17,29 @@ pub struct CausalSelfAttention {
     pub n_head: usize,
 }
 
-/// Keys and values `[batch, heads, time, head_dim]` of the positions already seen by one
-/// attention layer, so that a new token attends to them without recomputing them.
-pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
+/// The `qkv` projections `[batch, positions, 3d]` of the positions one attention layer has
+/// already seen, so that a new token attends to their keys and values without recomputing them.
+pub type LayerCache = Option<Tensor<3>>;
 
 impl CausalSelfAttention {
-    /// `x`: `[batch, time, d]` at positions `past..past + time`, where `past` is the length of
-    /// `cache` (0 and `None` in training); `mask`: `[context, context]`, `true` where attention is
-    /// forbidden. Extends `cache` with this call's keys and values.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        mask: &Tensor<2, Bool>,
-        cache: &mut LayerCache,
-    ) -> Tensor<3> {
-        let [b, t, d] = x.dims();
-        let (h, hd) = (self.n_head, d / self.n_head);
-        let qkv = self.qkv.forward(x);
-        let heads = |i: usize| {
-            qkv.clone()
-                .slice(s![.., .., i * d..(i + 1) * d])
-                .reshape([b, t, h, hd])
-                .swap_dims(1, 2)
+    /// `x`: `[b, t, d]` → `[b, t, d]`. With a `cache` (generation), `x` holds the positions that
+    /// follow the cached ones, and the cache is extended with them.
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let qkv = linear(&self.qkv, x); // [b, t, 3d]
+        let y = match cache {
+            None => ops::causal_attention(qkv, self.n_head, 0), // [b, t, d]
+            Some(cache) => {
+                let (all, past) = match cache.take() {
+                    Some(earlier) => {
+                        let past = earlier.dims()[1];
+                        (Tensor::cat(vec![earlier, qkv], 1), past) // [b, past + t, 3d]
+                    }
+                    None => (qkv, 0),
+                };
+                *cache = Some(all.clone());
+                ops::causal_attention(all, self.n_head, past) // [b, t, d]
+            }
         };
-        // Scaling q rather than the scores costs t·hd instead of t·t multiplications.
-        let q = heads(0).mul_scalar(1.0 / (hd as f64).sqrt());
-        let (k, v) = match cache.take() {
-            Some((k0, v0)) => (
-                Tensor::cat(vec![k0, heads(1)], 2),
-                Tensor::cat(vec![v0, heads(2)], 2),
-            ),
-            None => (heads(1), heads(2)),
-        };
-        let total = k.dims()[2];
-        let past = total - t;
-        let mask = mask
-            .clone()
-            .slice(s![past..total, 0..total])
-            .unsqueeze::<4>()
-            .expand([b, h, t, total]);
-        let scores = q
-            .matmul(k.clone().swap_dims(2, 3))
-            .mask_fill(mask, f32::NEG_INFINITY);
-        let y = softmax(scores, 3).matmul(v.clone());
-        *cache = Some((k, v));
-        self.proj.forward(y.swap_dims(1, 2).reshape([b, t, d]))
+        linear(&self.proj, y)
     }
 }

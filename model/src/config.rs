@@ -1,7 +1,8 @@
 use burn::config::Config;
 use burn::nn::{EmbeddingConfig, Initializer, LayerNormConfig, Linear};
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::Device;
 
+use crate::layers::LAYER_NORM_EPS;
 use crate::{Block, CausalSelfAttention, Gpt, Mlp};
 
 /// The shape of a GPT. Presets live in `configs/*.toml`; `vocab_size` comes from the tokenizer.
@@ -61,13 +62,19 @@ impl GptConfig {
         let proj_std = INIT_STD / (2.0 * self.n_layer as f64).sqrt();
         let blocks = (0..self.n_layer)
             .map(|_| Block {
-                ln_1: LayerNormConfig::new(d).with_bias(self.bias).init(device),
+                ln_1: LayerNormConfig::new(d)
+                    .with_epsilon(LAYER_NORM_EPS)
+                    .with_bias(self.bias)
+                    .init(device),
                 attn: CausalSelfAttention {
                     qkv: self.linear(d, 3 * d, INIT_STD, device),
                     proj: self.linear(d, d, proj_std, device),
                     n_head: self.n_head,
                 },
-                ln_2: LayerNormConfig::new(d).with_bias(self.bias).init(device),
+                ln_2: LayerNormConfig::new(d)
+                    .with_epsilon(LAYER_NORM_EPS)
+                    .with_bias(self.bias)
+                    .init(device),
                 mlp: Mlp {
                     fc: self.linear(d, 4 * d, INIT_STD, device),
                     proj: self.linear(4 * d, d, proj_std, device),
@@ -83,10 +90,11 @@ impl GptConfig {
             wte: embedding(self.vocab_size),
             wpe: embedding(self.context),
             blocks,
-            ln_f: LayerNormConfig::new(d).with_bias(self.bias).init(device),
+            ln_f: LayerNormConfig::new(d)
+                .with_epsilon(LAYER_NORM_EPS)
+                .with_bias(self.bias)
+                .init(device),
             head: self.linear(d, self.vocab_size, INIT_STD, device),
-            // Built once: `true` above the diagonal, where a position would see its future.
-            causal_mask: Tensor::<2, Bool>::tril_mask([self.context, self.context], 0, device),
         }
     }
 

@@ -1,10 +1,13 @@
+//! The whole GPT: embeddings, blocks, final LayerNorm and head, and the loss.
+
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Int, Tensor};
+use ember_kernels::ops;
 
 use crate::Block;
 use crate::attention::LayerCache;
+use crate::layers::{layer_norm, linear};
 
 /// Decoder-only GPT: token + learned position embeddings, pre-LN blocks, final LayerNorm, and
 /// an untied linear head.
@@ -15,19 +18,17 @@ pub struct Gpt {
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
     pub head: Linear,
-    /// `[context, context]`, `true` above the diagonal; a constant, not a parameter.
-    pub causal_mask: Tensor<2, Bool>,
 }
 
 impl Gpt {
-    /// Longest sequence the model accepts.
+    /// Longest sequence the model accepts (the rows of the position embedding).
     pub fn context(&self) -> usize {
-        self.causal_mask.dims()[0]
+        self.wpe.weight.dims()[0]
     }
 
     /// `tokens`: `[batch, time]` with `time <= context`; returns logits `[batch, time, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        self.forward_cached(tokens, &mut KvCache::new(self.blocks.len()))
+        self.logits(tokens, None)
     }
 
     /// Logits of `tokens` `[batch, time]` following the positions already in `cache`, which
@@ -36,8 +37,12 @@ impl Gpt {
     /// # Panics
     /// If the cache and the new tokens together exceed the context.
     pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        self.logits(tokens, Some(cache))
+    }
+
+    fn logits(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t] = tokens.dims();
-        let past = cache.len;
+        let past = cache.as_ref().map_or(0, |c| c.len);
         assert!(
             past + t <= self.context(),
             "{past} cached + {t} new tokens exceed the context ({})",
@@ -47,12 +52,15 @@ impl Gpt {
         let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
             .unsqueeze::<2>()
             .expand([b, t]);
-        let mut x = self.wte.forward(tokens) + self.wpe.forward(positions);
-        for (block, layer) in self.blocks.iter().zip(&mut cache.layers) {
-            x = block.forward(x, &self.causal_mask, layer);
+        let mut x = self.wte.forward(tokens) + self.wpe.forward(positions); // [b, t, d]
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer = cache.as_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, layer);
         }
-        cache.len += t;
-        self.head.forward(self.ln_f.forward(x))
+        if let Some(cache) = cache {
+            cache.len += t;
+        }
+        linear(&self.head, layer_norm(&self.ln_f, x)) // [b, t, vocab]
     }
 
     /// Mean cross-entropy of the next-token predictions: `targets` is `tokens` shifted by one.
@@ -61,7 +69,7 @@ impl Gpt {
     }
 }
 
-/// The keys and values of every layer for the positions seen so far.
+/// What every layer has computed for the positions seen so far.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
@@ -86,12 +94,9 @@ impl KvCache {
     }
 }
 
-/// Mean negative log-likelihood of `targets` `[batch, time]` under `logits` `[batch, time, vocab]`.
+/// Mean negative log-likelihood `[1]` of `targets` `[batch, time]` under `logits`
+/// `[batch, time, vocab]`.
 pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, v] = logits.dims();
-    let log_probs = log_softmax(logits.reshape([b * t, v]), 1);
-    log_probs
-        .gather(1, targets.reshape([b * t, 1]))
-        .mean()
-        .neg()
+    ops::cross_entropy(logits.reshape([b * t, v]), targets.reshape([b * t]))
 }

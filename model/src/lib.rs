@@ -7,9 +7,11 @@ mod block;
 mod config;
 mod export;
 mod gpt;
+mod layers;
 
 pub use attention::{CausalSelfAttention, LayerCache};
-pub use block::{Block, Mlp, gelu};
+pub use block::{Block, Mlp};
 pub use config::GptConfig;
 pub use export::{from_safetensors, to_safetensors};
 pub use gpt::{Gpt, KvCache, cross_entropy};
+pub use layers::LAYER_NORM_EPS;
