@@ -3,6 +3,7 @@
 //! reaches. The whole-step and Burn-level comparisons are in the root crate's `train_step` bench.
 
 use std::hint::black_box;
+use std::mem::MaybeUninit;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ember_kernels::cpu::{self, AttentionShape};
@@ -82,13 +83,9 @@ fn kernels(c: &mut Criterion) {
     });
 
     let (k, n) = (d, 4 * d);
-    let (x, w, bias) = (values(rows * k), values(k * n), values(n));
-    let (mut y, mut dx, mut dw, mut db) = (
-        vec![0.0; rows * n],
-        vec![0.0; rows * k],
-        vec![0.0; k * n],
-        vec![0.0; n],
-    );
+    let (x, w, bias, dy) = (values(rows * k), values(k * n), values(n), values(rows * n));
+    let out = |len: usize| vec![MaybeUninit::new(0.0f32); len];
+    let (mut y, mut dx, mut dw, mut db) = (out(rows * n), out(rows * k), out(k * n), out(n));
     group.throughput(Throughput::Elements((2 * rows * k * n) as u64));
     group.bench_function("linear_2048x128x512", |bench| {
         bench.iter(|| cpu::linear(&x, &w, Some(&bias), (rows, k, n), &mut y))
@@ -96,12 +93,8 @@ fn kernels(c: &mut Criterion) {
     group.throughput(Throughput::Elements((4 * rows * k * n) as u64));
     group.bench_function("linear_backward_2048x128x512", |bench| {
         bench.iter(|| {
-            let grads = (
-                Some(dx.as_mut_slice()),
-                Some(dw.as_mut_slice()),
-                Some(db.as_mut_slice()),
-            );
-            cpu::linear_backward(&x, &w, &y, (rows, k, n), grads.0, grads.1, grads.2)
+            let grads = (Some(&mut dx[..]), Some(&mut dw[..]), Some(&mut db[..]));
+            cpu::linear_backward(&x, &w, &dy, (rows, k, n), grads.0, grads.1, grads.2)
         })
     });
     group.finish();

@@ -10,6 +10,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind, unary};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 
+use crate::cpu::AdamWStep;
 use crate::extension::Optional;
 use crate::{FusedBackward, FusedOps};
 
@@ -172,7 +173,34 @@ fn linear<B: FusedBackward, C: CheckpointStrategy, const N: usize>(
     }
 }
 
+/// An untracked autodiff tensor: a result no gradient flows through.
+fn constant<B: FusedBackward, C: CheckpointStrategy>(
+    x: FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    <FloatTensor<Autodiff<B, C>>>::new(x)
+}
+
 impl<B: FusedBackward, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [param, grad, m, v] = [param, grad, m, v].map(|t| t.into_primitive());
+        let (param, m, v) = B::fused_adamw(param, grad, m, v, step);
+        (
+            constant::<B, C>(param),
+            constant::<B, C>(m),
+            constant::<B, C>(v),
+        )
+    }
+
+    fn fused_sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        constant::<B, C>(B::fused_sum_of_squares(x.into_primitive()))
+    }
+
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let ([x], nodes) = into_parts([x]);
         match GeluBackward.prepare::<C>(nodes).compute_bound().stateful() {

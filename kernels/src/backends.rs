@@ -11,7 +11,7 @@ use burn::backend::NdArray;
 use burn::backend::TensorMetadata;
 use burn::tensor::DType;
 
-use crate::cpu::Float;
+use crate::cpu::{AdamWStep, Float};
 use crate::extension::Optional;
 use crate::host::{self, HostTensor};
 
@@ -151,6 +151,18 @@ macro_rules! host_backend {
                 targets: IntTensor<Self>,
             ) -> FloatTensor<Self> {
                 host::cross_entropy(logits, &targets).0
+            }
+            fn fused_adamw(
+                param: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+                m: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                step: AdamWStep,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                host::adamw(param, grad, m, v, step)
+            }
+            fn fused_sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                host::sum_of_squares(x)
             }
         }
 

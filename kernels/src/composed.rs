@@ -4,6 +4,8 @@
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Int, Tensor, s};
 
+use crate::cpu::AdamWStep;
+
 /// `x · Φ(x) = x/2 · (1 + erf(x/√2))`, from ops whose gradients are exact.
 ///
 /// Not `burn::tensor::activation::gelu`: in Burn 0.22.1 its forward is the exact erf form but
@@ -70,4 +72,26 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         .gather(1, targets.reshape([n, 1]))
         .mean()
         .neg()
+}
+
+/// One AdamW update, as `burn::optim::AdamW` computes it (see [`crate::cpu::adamw`]).
+pub fn adamw<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    step: AdamWStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let m = m.mul_scalar(step.beta1) + grad.clone().mul_scalar(1.0 - step.beta1);
+    let v = v.mul_scalar(step.beta2) + grad.square().mul_scalar(1.0 - step.beta2);
+    let m_hat = m.clone().div_scalar(1.0 - step.beta1.powi(step.time));
+    let v_hat = v.clone().div_scalar(1.0 - step.beta2.powi(step.time));
+    let delta = m_hat / v_hat.sqrt().add_scalar(step.eps);
+    let param = param.mul_scalar(1.0 - step.lr * step.weight_decay) - delta.mul_scalar(step.lr);
+    (param, m, v)
+}
+
+/// `Σ x²` as a one-element tensor.
+pub fn sum_of_squares<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    x.square().sum()
 }

@@ -11,6 +11,8 @@
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, ExtensionType, backend_extension};
 
+use crate::cpu::AdamWStep;
+
 /// A tensor input that may be absent (a bias or a LayerNorm shift, which a model may go
 /// without). The extension macro routes `Option` inputs only in Burn's own dispatch, so this
 /// is its stand-in.
@@ -64,6 +66,17 @@ pub trait FusedOps: Backend {
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// One AdamW update: `(param, m, v)` after the step, from the parameter, its gradient and
+    /// the moments before it. Not differentiable (an optimizer's work).
+    fn fused_adamw(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        step: AdamWStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `Σ x²` as a one-element tensor. Not differentiable (a gradient norm's work).
+    fn fused_sum_of_squares(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The inner backend's side of the fused operations' backward passes.

@@ -6,11 +6,12 @@
 //! output in a new tensor of the same backend.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn::tensor::DType;
 
 pub use crate::backends::HostFloat;
-use crate::cpu::{self, AttentionShape, Float};
+use crate::cpu::{self, AdamWStep, AttentionShape, Float};
 
 /// A CPU backend's tensor primitive (float or int).
 pub trait HostTensor: Sized {
@@ -38,6 +39,22 @@ macro_rules! with_float {
             other => panic!("fused kernels run in f32 or f64, not {other:?}"),
         }
     };
+}
+
+/// A vector of `n` values written by `fill`, which must write every one of them: the kernels'
+/// outputs start uninitialized, which spares a pass that zeroes them (5% of a step when it
+/// was done, all of it on the calling thread).
+fn written<E>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<E>])) -> Vec<E> {
+    let mut values = Vec::with_capacity(n);
+    fill(&mut values.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` initialized the first `n` elements (the contract above).
+    unsafe { values.set_len(n) };
+    values
+}
+
+/// The first `len` elements of `v`'s spare capacity, to be written by a kernel.
+fn spare<E>(v: &mut Option<Vec<E>>, len: usize) -> Option<&mut [MaybeUninit<E>]> {
+    v.as_mut().map(|v| &mut v.spare_capacity_mut()[..len])
 }
 
 /// `(rows, last)`: the dims of `t` as a matrix whose rows are all but the last dimension.
@@ -117,8 +134,7 @@ pub fn linear<T: HostTensor>(x: T, w: T, bias: Option<T>) -> T {
         let n = w.dims()[1];
         let (xs, ws) = (x.values::<E>(), w.values::<E>());
         let b = bias.as_ref().map(|b| b.values::<E>());
-        let mut y = vec![E::ZERO; m * n];
-        cpu::linear(&xs, &ws, b.as_deref(), (m, k, n), &mut y);
+        let y = written(m * n, |y| cpu::linear(&xs, &ws, b.as_deref(), (m, k, n), y));
         *dims.last_mut().expect("rank >= 1") = n;
         T::from_values(y, dims)
     })
@@ -131,27 +147,18 @@ pub fn linear_backward<T: HostTensor>(x: T, w: T, dy: T, want: [bool; 3]) -> [Op
         let (w_dims, (m, k)) = (w.dims(), rows_and_last(&x_dims));
         let n = w_dims[1];
         let (xs, ws, dys) = (x.values::<E>(), w.values::<E>(), dy.values::<E>());
-        let [mut dx, mut dw, mut db] =
-            [m * k, k * n, n].map(|len| vec![E::ZERO; len]).map(Some);
-        for (buffer, wanted) in [&mut dx, &mut dw, &mut db].into_iter().zip(want) {
-            if !wanted {
-                *buffer = None;
-            }
-        }
-        cpu::linear_backward(
-            &xs,
-            &ws,
-            &dys,
-            (m, k, n),
-            dx.as_deref_mut(),
-            dw.as_deref_mut(),
-            db.as_deref_mut(),
-        );
-        [
-            dx.map(|v| T::from_values(v, x_dims)),
-            dw.map(|v| T::from_values(v, w_dims)),
-            db.map(|v| T::from_values(v, vec![n])),
-        ]
+        let buffer = |wanted: bool, len: usize| wanted.then(|| Vec::<E>::with_capacity(len));
+        let (mut dx, mut dw, mut db) = (buffer(want[0], m * k), buffer(want[1], k * n), buffer(want[2], n));
+        let (dx_out, dw_out, db_out) = (spare(&mut dx, m * k), spare(&mut dw, k * n), spare(&mut db, n));
+        cpu::linear_backward(&xs, &ws, &dys, (m, k, n), dx_out, dw_out, db_out);
+        let done = |v: Option<Vec<E>>, dims: Vec<usize>| {
+            v.map(|mut v| {
+                // SAFETY: linear_backward wrote every element of each gradient it was given.
+                unsafe { v.set_len(dims.iter().product()) };
+                T::from_values(v, dims)
+            })
+        };
+        [done(dx, x_dims), done(dw, w_dims), done(db, vec![n])]
     })
 }
 
@@ -220,5 +227,28 @@ pub fn cross_entropy_backward<T: HostTensor>(logits: T, targets: &T, lse: T, dlo
         let mut dl = vec![E::ZERO; l.len()];
         cpu::cross_entropy_backward(&l, &classes, &s, g[0], &mut dl);
         T::from_values(dl, logits.dims())
+    })
+}
+
+/// `(param, m, v)` after one AdamW step.
+pub fn adamw<T: HostTensor>(param: T, grad: T, m: T, v: T, step: AdamWStep) -> (T, T, T) {
+    with_float!(param.dtype(), E => {
+        let dims = param.dims();
+        let (p, g, m, v) = (param.values::<E>(), grad.values::<E>(), m.values::<E>(), v.values::<E>());
+        let [mut op, mut om, mut ov] = [0; 3].map(|_| vec![E::ZERO; p.len()]);
+        cpu::adamw(&p, &g, &m, &v, step, &mut op, &mut om, &mut ov);
+        (
+            T::from_values(op, dims.clone()),
+            T::from_values(om, dims.clone()),
+            T::from_values(ov, dims),
+        )
+    })
+}
+
+/// `Σ x²`, `[1]`.
+pub fn sum_of_squares<T: HostTensor>(x: T) -> T {
+    with_float!(x.dtype(), E => {
+        let total = cpu::sum_of_squares(&x.values::<E>());
+        T::from_values(vec![E::from_f64(total)], vec![1])
     })
 }

@@ -8,6 +8,7 @@ use burn::backend::Dispatch;
 use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device, Int, Tensor};
 
+use crate::cpu::AdamWStep;
 use crate::{FusedOps, composed};
 
 /// Whether tensors on `device` of type `dtype` run the fused kernels.
@@ -94,5 +95,41 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(
         logits.into_dispatch(),
         targets.into_dispatch(),
+    ))
+}
+
+/// One AdamW update of `param` with `grad`: `(param, m, v)` after the step, from the moments
+/// `m`, `v` before it (zeros before the first step).
+pub fn adamw<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    step: AdamWStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    if !fused(&param) {
+        return composed::adamw(param, grad, m, v, step);
+    }
+    let (param, m, v) = <Dispatch as FusedOps>::fused_adamw(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        step,
+    );
+    (
+        Tensor::from_dispatch(param),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
+}
+
+/// `Σ x²` as a one-element tensor, the building block of a global gradient norm.
+pub fn sum_of_squares<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    if !fused(&x) {
+        return composed::sum_of_squares(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_sum_of_squares(
+        x.into_dispatch(),
     ))
 }

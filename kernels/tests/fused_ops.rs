@@ -256,3 +256,58 @@ fn every_cpu_backend_takes_the_fused_path() {
         assert!(!ops::is_fused(&device, DType::F16), "{backend} f16");
     }
 }
+
+#[test]
+fn adamw_and_sum_of_squares_match_composed() {
+    use ember_kernels::cpu::AdamWStep;
+    let n = 3 * 17;
+    for (backend, device) in devices() {
+        for (dtype, tolerance) in [(FloatDType::F64, 1e-12), (FloatDType::F32, 1e-6)] {
+            let what = format!("{backend} {dtype:?}");
+            let t = |seed, scale| tensor(&values(n, seed, scale), &device, dtype);
+            // Three steps from zero moments, with and without weight decay.
+            for weight_decay in [0.0, 0.1] {
+                let (mut fused, mut reference) = (
+                    (t(1, 1.0), t(0, 0.0), t(0, 0.0)),
+                    (t(1, 1.0), t(0, 0.0), t(0, 0.0)),
+                );
+                for time in 1..=3 {
+                    let step = AdamWStep {
+                        lr: 1e-2,
+                        beta1: 0.9,
+                        beta2: 0.99,
+                        eps: 1e-8,
+                        weight_decay,
+                        time,
+                    };
+                    let grad = t(10 + time as u64, 0.5);
+                    let (p, m, v) = fused;
+                    fused = ops::adamw(p, grad.clone(), m, v, step);
+                    let (p, m, v) = reference;
+                    reference = composed::adamw(p, grad, m, v, step);
+                }
+                let pairs = [
+                    (fused.0, reference.0),
+                    (fused.1, reference.1),
+                    (fused.2, reference.2),
+                ];
+                for (name, (f, c)) in ["param", "m", "v"].iter().zip(pairs) {
+                    let err = relative_error(&to_vec(f), &to_vec(c));
+                    assert!(
+                        err <= tolerance,
+                        "{what} adamw {name}: differs from composed by {err:e}"
+                    );
+                }
+            }
+            let x = t(5, 2.0);
+            let (f, c) = (
+                to_vec(ops::sum_of_squares(x.clone())),
+                to_vec(composed::sum_of_squares(x)),
+            );
+            assert!(
+                relative_error(&f, &c) <= tolerance,
+                "{what} sum of squares: {f:?} vs {c:?}"
+            );
+        }
+    }
+}

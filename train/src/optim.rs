@@ -1,7 +1,9 @@
 //! AdamW as PyTorch and nanoGPT configure it, and gradient clipping by the global norm.
 //!
-//! Burn's AdamW defaults differ from PyTorch's (beta2 0.999, eps 1e-5, weight decay 1e-4), so
-//! every value comes from the config. Weight decay applies to matrices only: Linear weights and
+//! The update is Burn's AdamW formula, one fused pass per parameter tensor on the CPU backends
+//! ([`ember_kernels::ops::adamw`]); its state is Burn's `AdamWState`, so a checkpoint holds the
+//! same optimizer record as `burn::optim::AdamW` would. Burn's AdamW defaults differ from
+//! PyTorch's (beta2 0.999, eps 1e-5, weight decay 1e-4), so every value comes from the config. Weight decay applies to matrices only: Linear weights and
 //! both embeddings (nanoGPT decays every parameter of rank >= 2, embeddings included); biases and
 //! LayerNorm scales and shifts are not decayed.
 //!
@@ -9,8 +11,12 @@
 //! (`clip_grad_norm_`), which keeps the direction of the update. [`clip_global_norm`] does that.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::optim::{
+    AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, ModuleOptimizer, Optimizer,
+};
+use burn::tensor::{Device, Tensor};
+use ember_kernels::cpu::AdamWStep;
+use ember_kernels::ops;
 
 use crate::config::TrainSection;
 
@@ -19,17 +25,59 @@ pub const NO_DECAY_PATTERN: &str = r"(^|\.)(bias|gamma|beta)$";
 
 /// AdamW over every parameter, with a second group without weight decay.
 pub fn adamw(train: &TrainSection) -> ModuleOptimizer {
-    let config = |weight_decay: f64| {
-        AdamWConfig::new()
-            .with_beta_1(train.beta1 as f32)
-            .with_beta_2(train.beta2 as f32)
-            .with_epsilon(train.eps as f32)
-            .with_weight_decay(weight_decay as f32)
+    let config = |weight_decay: f64| AdamW {
+        beta1: train.beta1,
+        beta2: train.beta2,
+        eps: train.eps,
+        weight_decay,
     };
     let no_decay = ParamGroup::from_regex(NO_DECAY_PATTERN).expect("the pattern is valid");
-    config(train.weight_decay)
-        .init()
-        .with_group(no_decay, config(0.0).build(), None)
+    ModuleOptimizer::from(config(train.weight_decay)).with_group(no_decay, config(0.0), None)
+}
+
+/// AdamW with decoupled weight decay, as `torch.optim.AdamW`.
+#[derive(Debug, Clone, Copy)]
+struct AdamW {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl Optimizer for AdamW {
+    type State<const D: usize> = AdamWState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let (time, m, v) = match state {
+            Some(AdamWState { momentum }) => {
+                (momentum.time + 1, momentum.moment_1, momentum.moment_2)
+            }
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let step = AdamWStep {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            time: i32::try_from(time).expect("fewer than 2^31 steps"),
+        };
+        let (param, m, v) = ops::adamw(param, grad, m, v, step);
+        let momentum = AdaptiveMomentumState::new(time, m, v);
+        (param, Some(AdamWState { momentum }))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        AdamWState {
+            momentum: state.momentum.to_device(device),
+        }
+    }
 }
 
 /// Scales all gradients together so that their global L2 norm is at most `max_norm` (no-op for
@@ -57,7 +105,7 @@ struct SquaredNorm<'a> {
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(grad) = self.grads.get::<D>(param.id) {
-            let squares = grad.square().sum();
+            let squares = ops::sum_of_squares(grad);
             self.total = Some(match self.total.take() {
                 Some(total) => total + squares,
                 None => squares,

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::simd::vectorized;
+use super::vector::{map, map2};
 use super::{Float, TASK_ELEMENTS};
 
 /// `Φ(x) = erfc(-x/√2) / 2`, the standard normal CDF.
@@ -17,7 +18,7 @@ fn cdf<E: Float>(x: E) -> E {
 #[inline(always)]
 fn pdf<E: Float>(x: E) -> E {
     let inv_sqrt_2pi = E::from_f64(0.398_942_280_401_432_7);
-    inv_sqrt_2pi * (-(x * x) * E::from_f64(0.5)).exp()
+    inv_sqrt_2pi * (x * x * E::from_f64(-0.5)).exp()
 }
 
 /// `y = x·Φ(x)` element by element.
@@ -28,11 +29,7 @@ pub fn gelu<E: Float>(x: &[E], y: &mut [E]) {
         .for_each(|(y, x)| {
             vectorized(
                 #[inline(always)]
-                || {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * cdf(x);
-                    }
-                },
+                || map(x, y, |x| x * cdf(x)),
             )
         });
 }
@@ -49,11 +46,7 @@ pub fn gelu_backward<E: Float>(x: &[E], dy: &[E], dx: &mut [E]) {
         .for_each(|(dx, (x, dy))| {
             vectorized(
                 #[inline(always)]
-                || {
-                    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                        *dx = dy * (cdf(x) + x * pdf(x));
-                    }
-                },
+                || map2(x, dy, dx, |x, dy| dy * x.mul_add(pdf(x), cdf(x))),
             )
         });
 }

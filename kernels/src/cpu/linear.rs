@@ -7,6 +7,8 @@
 //! the processor: OpenBLAS 0.3.21 runs its generic SSE3 kernels on processors newer than it,
 //! at a fifth of the speed.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -46,13 +48,22 @@ impl<E> View<'_, E> {
     }
 }
 
-/// `c` (`m × n`, row-major, contiguous) `= a·b`, or `+= a·b` when `accumulate`.
+/// How a product treats its output.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    /// `c = a·b`: `c` may be uninitialized; every element is written.
+    Overwrite,
+    /// `c += a·b`: `c` must be initialized.
+    Accumulate,
+}
+
+/// `c` (`m × n`, row-major, contiguous) `= a·b` or `+= a·b`.
 fn matmul<E: Float>(
     (m, n, k): (usize, usize, usize),
     a: View<'_, E>,
     b: View<'_, E>,
-    c: &mut [E],
-    accumulate: bool,
+    c: &mut [MaybeUninit<E>],
+    output: Output,
 ) {
     a.check(m, k);
     b.check(k, n);
@@ -67,16 +78,17 @@ fn matmul<E: Float>(
     };
     let ((a_cs, a_rs), (b_cs, b_rs)) = (a.strides(), b.strides());
     // SAFETY: `check` bounds both operands inside their slices, `c` is exactly `m × n`, and
-    // `c` does not alias `a` or `b` (it is borrowed mutably).
+    // `c` does not alias `a` or `b` (it is borrowed mutably). With `read_dst` false, gemm
+    // writes every element of `c` without reading it, so `c` may start uninitialized.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c.as_mut_ptr().cast::<E>(),
             1,
             n as isize,
-            accumulate,
+            output == Output::Accumulate,
             a.values.as_ptr(),
             a_cs,
             a_rs,
@@ -93,23 +105,31 @@ fn matmul<E: Float>(
     }
 }
 
-/// `y` (`m × n`) `= x·w + bias` for `x` `m × k` and `w` `k × n`.
+/// `y` (`m × n`) `= x·w + bias` for `x` `m × k` and `w` `k × n`. Writes every element of `y`,
+/// which may start uninitialized.
 pub fn linear<E: Float>(
     x: &[E],
     w: &[E],
     bias: Option<&[E]>,
     (m, k, n): (usize, usize, usize),
-    y: &mut [E],
+    y: &mut [MaybeUninit<E>],
 ) {
     assert_eq!(x.len(), m * k);
     assert_eq!(w.len(), k * n);
     assert_eq!(y.len(), m * n);
-    if let Some(bias) = bias {
-        y.par_chunks_mut(n * 256).for_each(|rows| {
-            rows.chunks_exact_mut(n)
-                .for_each(|r| r.copy_from_slice(bias))
-        });
-    }
+    let output = match bias {
+        Some(bias) => {
+            y.par_chunks_mut(n * 256).for_each(|rows| {
+                for row in rows.chunks_exact_mut(n) {
+                    for (y, &b) in row.iter_mut().zip(bias) {
+                        y.write(b);
+                    }
+                }
+            });
+            Output::Accumulate
+        }
+        None => Output::Overwrite,
+    };
     let x = View {
         values: x,
         ld: k,
@@ -120,7 +140,7 @@ pub fn linear<E: Float>(
         ld: n,
         transposed: false,
     };
-    matmul((m, n, k), x, w, y, bias.is_some());
+    matmul((m, n, k), x, w, y, output);
 }
 
 /// Rows per block of the bias gradient's column sum: fixed, so that the sum is the same on any
@@ -128,14 +148,15 @@ pub fn linear<E: Float>(
 const BLOCK_ROWS: usize = 64;
 
 /// The gradients of [`linear`] that are asked for: `dx` (`m × k`), `dw` (`k × n`), `db` (`n`).
+/// Writes every element of each, which may start uninitialized.
 pub fn linear_backward<E: Float>(
     x: &[E],
     w: &[E],
     dy: &[E],
     (m, k, n): (usize, usize, usize),
-    dx: Option<&mut [E]>,
-    dw: Option<&mut [E]>,
-    db: Option<&mut [E]>,
+    dx: Option<&mut [MaybeUninit<E>]>,
+    dw: Option<&mut [MaybeUninit<E>]>,
+    db: Option<&mut [MaybeUninit<E>]>,
 ) {
     assert_eq!(dy.len(), m * n);
     let dy_view = View {
@@ -149,7 +170,7 @@ pub fn linear_backward<E: Float>(
             ld: n,
             transposed: true,
         };
-        matmul((m, k, n), dy_view, wt, dx, false);
+        matmul((m, k, n), dy_view, wt, dx, Output::Overwrite);
     }
     if let Some(dw) = dw {
         let xt = View {
@@ -157,7 +178,7 @@ pub fn linear_backward<E: Float>(
             ld: k,
             transposed: true,
         };
-        matmul((k, n, m), xt, dy_view, dw, false);
+        matmul((k, n, m), xt, dy_view, dw, Output::Overwrite);
     }
     if let Some(db) = db {
         let partial: Vec<Vec<E>> = dy
@@ -172,11 +193,8 @@ pub fn linear_backward<E: Float>(
                 sum
             })
             .collect();
-        db.fill(E::ZERO);
-        for p in partial {
-            for (d, v) in db.iter_mut().zip(p) {
-                *d += v;
-            }
+        for (c, d) in db.iter_mut().enumerate() {
+            d.write(partial.iter().fold(E::ZERO, |sum, p| sum + p[c]));
         }
     }
 }

@@ -2,6 +2,7 @@
 //! gradient checks), parallel on rayon's pool and vectorized for the processor at hand. They
 //! know nothing of Burn: `host` feeds them the backends' tensors.
 
+mod adamw;
 mod attention;
 mod cross_entropy;
 mod float;
@@ -12,6 +13,7 @@ mod math;
 mod simd;
 mod vector;
 
+pub use adamw::{AdamWStep, adamw, sum_of_squares};
 pub use attention::{AttentionShape, attention, attention_backward};
 pub use cross_entropy::{cross_entropy, cross_entropy_backward};
 pub use float::Float;

@@ -54,6 +54,12 @@ pub fn dot<E: Float>(a: &[E], b: &[E]) -> E {
     fold2(a, b, |x, y| x * y)
 }
 
+/// `Σ x_i²`.
+#[inline(always)]
+pub fn sum_sq<E: Float>(x: &[E]) -> E {
+    fold2(x, x, |a, _| a * a)
+}
+
 /// `Σ (x_i - c)²`.
 #[inline(always)]
 pub fn sum_sq_dev<E: Float>(x: &[E], c: E) -> E {
@@ -127,6 +133,36 @@ fn columns<E: Float, const B: usize>(out: &mut [E], c0: usize, w: &[E], m: &[E],
     }
     let (blocks, _) = out[c0..c0 + B * LANES].as_chunks_mut::<LANES>();
     blocks.copy_from_slice(&acc);
+}
+
+/// Elements per step of [`map`] and [`map2`]: four AVX-512 registers of `f32`, so that four
+/// independent chains of a long formula (a polynomial, an `exp`) are in flight at once.
+const BLOCK: usize = 4 * LANES;
+
+/// `y_i = f(x_i)`.
+#[inline(always)]
+pub fn map<E: Float>(x: &[E], y: &mut [E], f: impl Fn(E) -> E) {
+    let ((xs, x_rest), (ys, y_rest)) = (x.as_chunks::<BLOCK>(), y.as_chunks_mut::<BLOCK>());
+    for (x, y) in xs.iter().zip(ys) {
+        *y = std::array::from_fn(|l| f(x[l]));
+    }
+    for (x, y) in x_rest.iter().zip(y_rest) {
+        *y = f(*x);
+    }
+}
+
+/// `z_i = f(x_i, y_i)`.
+#[inline(always)]
+pub fn map2<E: Float>(x: &[E], y: &[E], z: &mut [E], f: impl Fn(E, E) -> E) {
+    let (xs, x_rest) = x.as_chunks::<BLOCK>();
+    let (ys, y_rest) = y.as_chunks::<BLOCK>();
+    let (zs, z_rest) = z.as_chunks_mut::<BLOCK>();
+    for ((x, y), z) in xs.iter().zip(ys).zip(zs) {
+        *z = std::array::from_fn(|l| f(x[l], y[l]));
+    }
+    for ((x, y), z) in x_rest.iter().zip(y_rest).zip(z_rest) {
+        *z = f(*x, *y);
+    }
 }
 
 #[cfg(test)]

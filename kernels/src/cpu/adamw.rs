@@ -1,0 +1,97 @@
+//! One AdamW update of a parameter tensor, in one pass over the parameter, its gradient and
+//! both moments (Burn's AdamW makes about a dozen passes, one per tensor op):
+//! ```text
+//! m ← β1·m + (1-β1)·g        v ← β2·v + (1-β2)·g²
+//! p ← p·(1 - lr·λ) - lr · (m / (1-β1ᵗ)) / (√(v / (1-β2ᵗ)) + ε)
+//! ```
+//! the same formula, in the same order, as `burn::optim::AdamW` (PyTorch's, with decoupled
+//! weight decay λ).
+
+use rayon::prelude::*;
+
+use super::simd::vectorized;
+use super::vector::sum_sq;
+use super::{Float, TASK_ELEMENTS};
+
+/// The hyperparameters of one step; `time` counts the updates including this one (1 first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub time: i32,
+}
+
+/// Writes the updated parameter and moments; `m` and `v` are the moments before the step
+/// (zeros before the first).
+#[allow(clippy::too_many_arguments)] // four tensors in, three out, and the step
+pub fn adamw<E: Float>(
+    param: &[E],
+    grad: &[E],
+    m: &[E],
+    v: &[E],
+    step: AdamWStep,
+    out_param: &mut [E],
+    out_m: &mut [E],
+    out_v: &mut [E],
+) {
+    let n = param.len();
+    assert!(
+        [
+            grad.len(),
+            m.len(),
+            v.len(),
+            out_param.len(),
+            out_m.len(),
+            out_v.len()
+        ]
+        .iter()
+        .all(|&len| len == n)
+    );
+    let c = |x: f64| E::from_f64(x);
+    let (b1, b2, eps, lr) = (c(step.beta1), c(step.beta2), c(step.eps), c(step.lr));
+    let (f1, f2) = (c(1.0 - step.beta1), c(1.0 - step.beta2));
+    // Burn computes these corrections and the decay factor in f32 from f32 betas.
+    let correction1 = c(1.0 - step.beta1.powi(step.time));
+    let correction2 = c(1.0 - step.beta2.powi(step.time));
+    let decay = c(1.0 - step.lr * step.weight_decay);
+    let outs = out_param
+        .par_chunks_mut(TASK_ELEMENTS)
+        .zip(out_m.par_chunks_mut(TASK_ELEMENTS))
+        .zip(out_v.par_chunks_mut(TASK_ELEMENTS));
+    let ins = param
+        .par_chunks(TASK_ELEMENTS)
+        .zip(grad.par_chunks(TASK_ELEMENTS))
+        .zip(m.par_chunks(TASK_ELEMENTS).zip(v.par_chunks(TASK_ELEMENTS)));
+    outs.zip(ins)
+        .for_each(|(((op, om), ov), ((p, g), (m, v)))| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for i in 0..p.len() {
+                        let mi = b1 * m[i] + f1 * g[i];
+                        let vi = b2 * v[i] + f2 * (g[i] * g[i]);
+                        let delta = (mi / correction1) / ((vi / correction2).sqrt() + eps);
+                        op[i] = p[i] * decay - delta * lr;
+                        (om[i], ov[i]) = (mi, vi);
+                    }
+                },
+            )
+        });
+}
+
+/// `Σ x²` in `f64`, over fixed blocks added in order (the same on any thread count).
+pub fn sum_of_squares<E: Float>(x: &[E]) -> f64 {
+    let partial: Vec<f64> = x
+        .par_chunks(TASK_ELEMENTS)
+        .map(|block| {
+            vectorized(
+                #[inline(always)]
+                || sum_sq(block).to_f64(),
+            )
+        })
+        .collect();
+    partial.iter().sum()
+}
