@@ -25,6 +25,27 @@ pub struct Selected {
     pub threads: Threads,
 }
 
+impl Selected {
+    /// Runs `f` where this backend's work is cheapest to start: on a CPU backend, on one of
+    /// rayon's worker threads. Every parallel kernel `f` starts is then a fork-join within the
+    /// pool; from an outside thread each one is handed to the pool while the caller sleeps until
+    /// it is done, two thread switches per kernel (`ember bench`: small +4%, medium +6%, and
+    /// `--threads 1` +9%). GPU backends run `f` on the calling thread, which keeps their device
+    /// work on one thread.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if self.is_cpu() {
+            rayon::scope(|_| f())
+        } else {
+            f()
+        }
+    }
+
+    /// Whether the backend computes on the CPU (on rayon's pool).
+    pub fn is_cpu(&self) -> bool {
+        matches!(self.name.as_str(), "ndarray" | "flex")
+    }
+}
+
 /// Worker threads as configured: rayon's pool (the CPU backends' parallel loops) and the BLAS
 /// library's own pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +114,12 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
         // it is the fastest CPU backend here (BENCHMARKS.md).
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
-        "ndarray" => (Device::ndarray(), Some(ember_blas::engine().to_string())),
+        "ndarray" => (
+            Device::ndarray(),
+            Some(cpu_matmul(&ember_blas::engine().to_string())),
+        ),
         #[cfg(feature = "flex")]
-        "flex" => (Device::flex(), Some("gemm crate (pure Rust)".to_string())),
+        "flex" => (Device::flex(), Some(cpu_matmul("gemm crate"))),
         #[cfg(feature = "wgpu")]
         "wgpu" => (Device::wgpu(burn::tensor::DeviceKind::default()), None),
         #[cfg(feature = "cuda")]
@@ -124,6 +148,16 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
         matmul,
         threads,
     })
+}
+
+/// The CPU backends' matmul engines: Ember's fused Linear layers, and the backend's own for the
+/// rest (attention and LayerNorm have fused kernels, so in training that is nothing).
+#[cfg(any(feature = "ndarray", feature = "flex"))]
+fn cpu_matmul(backend_engine: &str) -> String {
+    format!(
+        "Linear {}, other {backend_engine}",
+        ember_kernels::cpu::linear_engine()
+    )
 }
 
 /// Sizes rayon's global pool once (later calls keep the first size) and the BLAS pool.

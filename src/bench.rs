@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Distribution, Tensor};
+use ember_kernels::ops;
 use ember_train::config::ConfigBuilder;
 use ember_train::corpus::builtin_corpus;
 use ember_train::sys::peak_rss_bytes;
@@ -63,7 +64,7 @@ pub struct BenchReport {
     /// 6 × matmul parameters × tokens + 12 × layers × d × context × tokens (nanoGPT's estimate).
     pub gflop_per_step: f64,
     pub achieved_gflops: f64,
-    /// Best of square f32 matmuls on the same backend, all cores.
+    /// Best of square f32 products through the Linear layers' engine, all cores.
     pub matmul_ceiling_gflops: f64,
     /// `achieved_gflops / matmul_ceiling_gflops`.
     pub mfu: f64,
@@ -91,15 +92,18 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     let mut trainer = Trainer::new(config.clone(), &text, &spec.preset, selected.device.clone())?;
     let mut times = Vec::with_capacity(spec.steps);
     let mut phases = Vec::with_capacity(spec.steps);
-    for step in 1..=spec.warmup + spec.steps {
-        let start = Instant::now();
-        let update = trainer.step(step)?;
-        let ms = start.elapsed().as_secs_f64() * 1e3;
-        if step > spec.warmup {
-            times.push(ms);
-            phases.push(update.phases);
+    selected.run(|| -> Result<()> {
+        for step in 1..=spec.warmup + spec.steps {
+            let start = Instant::now();
+            let update = trainer.step(step)?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            if step > spec.warmup {
+                times.push(ms);
+                phases.push(update.phases);
+            }
         }
-    }
+        Ok(())
+    })?;
     let _ = std::fs::remove_dir_all(&out);
 
     let m = &config.model;
@@ -149,25 +153,22 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     })
 }
 
-/// GFLOP/s of the best of a few large square matmuls on `device`, with every core (BLAS is
-/// given all threads for the measurement, then set back to the training policy).
+/// GFLOP/s of the best of a few large square products on `device`, with every core, through
+/// the engine the model's Linear layers use (`ember_kernels::ops::linear`: the fused kernel on
+/// the CPU backends, the backend's matmul elsewhere).
 pub fn matmul_ceiling(device: &Device) -> f64 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let restore = backend::blas_threads(cores);
     let mut best: f64 = 0.0;
-    for n in [512, 1024] {
+    for n in [1024, 2048] {
         let a = Tensor::<2>::random([n, n], Distribution::Default, device);
         let b = Tensor::<2>::random([n, n], Distribution::Default, device);
-        let _ = a.clone().matmul(b.clone()).into_data();
-        for _ in 0..5 {
+        let product = || ops::linear(a.clone(), b.clone(), None).into_data();
+        let _ = product();
+        for _ in 0..8 {
             let start = Instant::now();
-            let _ = a.clone().matmul(b.clone()).into_data();
+            let _ = product();
             let secs = start.elapsed().as_secs_f64();
             best = best.max(2.0 * (n * n * n) as f64 / secs / 1e9);
         }
-    }
-    if restore.is_some() {
-        backend::blas_threads(1);
     }
     best
 }

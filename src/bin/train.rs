@@ -90,10 +90,14 @@ fn run(args: &TrainArgs) -> Result<()> {
 
     // The memory scope first: it opens each step before, and accounts before, the display.
     let mut hooks = (
-        MemoryScope::new(config.memory.clone(), &GLOBAL_COUNTERS, selected.device),
+        MemoryScope::new(
+            config.memory.clone(),
+            &GLOBAL_COUNTERS,
+            selected.device.clone(),
+        ),
         Progress::new(config.train.steps),
     );
-    let summary = trainer.train(&mut hooks);
+    let summary = selected.run(|| trainer.train(&mut hooks));
     hooks.1.finish();
     let summary = summary?;
     let eval = summary

@@ -14,6 +14,21 @@ use rayon::prelude::*;
 
 use super::Float;
 
+/// What runs the Linear products on this processor, for the start-up banner.
+pub fn linear_engine() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "gemm crate, AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "gemm crate, AVX2";
+        }
+    }
+    "gemm crate"
+}
+
 /// Products below this many multiply-adds run on the calling thread: handing them out costs
 /// more than it gains.
 const PARALLEL_MIN_MACS: usize = 1 << 18;

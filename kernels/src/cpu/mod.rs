@@ -19,7 +19,7 @@ pub use cross_entropy::{cross_entropy, cross_entropy_backward};
 pub use float::Float;
 pub use gelu::{gelu, gelu_backward};
 pub use layer_norm::{layer_norm, layer_norm_backward};
-pub use linear::{linear, linear_backward};
+pub use linear::{linear, linear_backward, linear_engine};
 
 /// Elements a parallel task should have at least: below that, handing work to another thread
 /// costs more than it saves.
