@@ -41,20 +41,35 @@ macro_rules! with_float {
     };
 }
 
-/// A vector of `n` values written by `fill`, which must write every one of them: the kernels'
-/// outputs start uninitialized, which spares a pass that zeroes them (5% of a step when it
-/// was done, all of it on the calling thread).
-fn written<E>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<E>])) -> Vec<E> {
-    let mut values = Vec::with_capacity(n);
-    fill(&mut values.spare_capacity_mut()[..n]);
-    // SAFETY: `fill` initialized the first `n` elements (the contract above).
-    unsafe { values.set_len(n) };
-    values
+/// A kernel's output: `len` elements that start uninitialized, which spares the pass that would
+/// zero them first (5% of a step, on one thread, when the outputs were zeroed).
+struct Output<E> {
+    values: Vec<E>,
+    len: usize,
 }
 
-/// The first `len` elements of `v`'s spare capacity, to be written by a kernel.
-fn spare<E>(v: &mut Option<Vec<E>>, len: usize) -> Option<&mut [MaybeUninit<E>]> {
-    v.as_mut().map(|v| &mut v.spare_capacity_mut()[..len])
+impl<E> Output<E> {
+    fn new(len: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(len),
+            len,
+        }
+    }
+
+    /// The slots for the kernel to write.
+    fn slots(&mut self) -> &mut [MaybeUninit<E>] {
+        &mut self.values.spare_capacity_mut()[..self.len]
+    }
+
+    /// The values, once the kernel has run.
+    ///
+    /// # Safety
+    /// Every slot was written: each kernel of [`cpu`] writes every element of its outputs.
+    unsafe fn written(mut self) -> Vec<E> {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.values.set_len(self.len) };
+        self.values
+    }
 }
 
 /// `(rows, last)`: the dims of `t` as a matrix whose rows are all but the last dimension.
@@ -66,18 +81,20 @@ fn rows_and_last(dims: &[usize]) -> (usize, usize) {
 pub fn gelu<T: HostTensor>(x: T) -> T {
     with_float!(x.dtype(), E => {
         let xs = x.values::<E>();
-        let mut y = vec![E::ZERO; xs.len()];
-        cpu::gelu(&xs, &mut y);
-        T::from_values(y, x.dims())
+        let mut y = Output::new(xs.len());
+        cpu::gelu(&xs, y.slots());
+        // SAFETY: gelu writes every element of its output.
+        T::from_values(unsafe { y.written() }, x.dims())
     })
 }
 
 pub fn gelu_backward<T: HostTensor>(x: T, dy: T) -> T {
     with_float!(x.dtype(), E => {
         let (xs, dys) = (x.values::<E>(), dy.values::<E>());
-        let mut dx = vec![E::ZERO; xs.len()];
-        cpu::gelu_backward(&xs, &dys, &mut dx);
-        T::from_values(dx, x.dims())
+        let mut dx = Output::new(xs.len());
+        cpu::gelu_backward(&xs, &dys, dx.slots());
+        // SAFETY: gelu_backward writes every element of its output.
+        T::from_values(unsafe { dx.written() }, x.dims())
     })
 }
 
@@ -88,14 +105,16 @@ pub fn layer_norm<T: HostTensor>(x: T, gamma: T, beta: Option<T>, eps: f64) -> (
         let (rows, _) = rows_and_last(&dims);
         let (xs, g) = (x.values::<E>(), gamma.values::<E>());
         let b = beta.as_ref().map(|b| b.values::<E>());
-        let mut y = vec![E::ZERO; xs.len()];
-        let (mut mean, mut rstd) = (vec![E::ZERO; rows], vec![E::ZERO; rows]);
-        cpu::layer_norm(&xs, &g, b.as_deref(), eps, &mut y, &mut mean, &mut rstd);
-        (
-            T::from_values(y, dims),
-            T::from_values(mean, vec![rows]),
-            T::from_values(rstd, vec![rows]),
-        )
+        let (mut y, mut mean, mut rstd) = (Output::new(xs.len()), Output::new(rows), Output::new(rows));
+        cpu::layer_norm(&xs, &g, b.as_deref(), eps, y.slots(), mean.slots(), rstd.slots());
+        // SAFETY: layer_norm writes every element of its outputs.
+        unsafe {
+            (
+                T::from_values(y.written(), dims),
+                T::from_values(mean.written(), vec![rows]),
+                T::from_values(rstd.written(), vec![rows]),
+            )
+        }
     })
 }
 
@@ -114,15 +133,18 @@ pub fn layer_norm_backward<T: HostTensor>(
             rstd.values::<E>(),
             dy.values::<E>(),
         );
-        let mut dx = vec![E::ZERO; xs.len()];
-        let mut dgamma = vec![E::ZERO; d];
-        let mut dbeta = with_beta.then(|| vec![E::ZERO; d]);
-        cpu::layer_norm_backward(&xs, &g, &m, &r, &dys, &mut dx, &mut dgamma, dbeta.as_deref_mut());
-        (
-            T::from_values(dx, dims),
-            T::from_values(dgamma, vec![d]),
-            dbeta.map(|db| T::from_values(db, vec![d])),
-        )
+        let (mut dx, mut dgamma) = (Output::new(xs.len()), Output::new(d));
+        let mut dbeta = with_beta.then(|| Output::new(d));
+        let dbeta_slots = dbeta.as_mut().map(Output::slots);
+        cpu::layer_norm_backward(&xs, &g, &m, &r, &dys, dx.slots(), dgamma.slots(), dbeta_slots);
+        // SAFETY: layer_norm_backward writes every element of the outputs it is given.
+        unsafe {
+            (
+                T::from_values(dx.written(), dims),
+                T::from_values(dgamma.written(), vec![d]),
+                dbeta.map(|db| T::from_values(db.written(), vec![d])),
+            )
+        }
     })
 }
 
@@ -134,9 +156,11 @@ pub fn linear<T: HostTensor>(x: T, w: T, bias: Option<T>) -> T {
         let n = w.dims()[1];
         let (xs, ws) = (x.values::<E>(), w.values::<E>());
         let b = bias.as_ref().map(|b| b.values::<E>());
-        let y = written(m * n, |y| cpu::linear(&xs, &ws, b.as_deref(), (m, k, n), y));
+        let mut y = Output::new(m * n);
+        cpu::linear(&xs, &ws, b.as_deref(), (m, k, n), y.slots());
         *dims.last_mut().expect("rank >= 1") = n;
-        T::from_values(y, dims)
+        // SAFETY: linear writes every element of its output.
+        T::from_values(unsafe { y.written() }, dims)
     })
 }
 
@@ -147,17 +171,13 @@ pub fn linear_backward<T: HostTensor>(x: T, w: T, dy: T, want: [bool; 3]) -> [Op
         let (w_dims, (m, k)) = (w.dims(), rows_and_last(&x_dims));
         let n = w_dims[1];
         let (xs, ws, dys) = (x.values::<E>(), w.values::<E>(), dy.values::<E>());
-        let buffer = |wanted: bool, len: usize| wanted.then(|| Vec::<E>::with_capacity(len));
-        let (mut dx, mut dw, mut db) = (buffer(want[0], m * k), buffer(want[1], k * n), buffer(want[2], n));
-        let (dx_out, dw_out, db_out) = (spare(&mut dx, m * k), spare(&mut dw, k * n), spare(&mut db, n));
-        cpu::linear_backward(&xs, &ws, &dys, (m, k, n), dx_out, dw_out, db_out);
-        let done = |v: Option<Vec<E>>, dims: Vec<usize>| {
-            v.map(|mut v| {
-                // SAFETY: linear_backward wrote every element of each gradient it was given.
-                unsafe { v.set_len(dims.iter().product()) };
-                T::from_values(v, dims)
-            })
-        };
+        let [mut dx, mut dw, mut db] =
+            [(want[0], m * k), (want[1], k * n), (want[2], n)].map(|(wanted, len)| wanted.then(|| Output::new(len)));
+        let (dx_slots, dw_slots, db_slots) =
+            (dx.as_mut().map(Output::slots), dw.as_mut().map(Output::slots), db.as_mut().map(Output::slots));
+        cpu::linear_backward(&xs, &ws, &dys, (m, k, n), dx_slots, dw_slots, db_slots);
+        // SAFETY: linear_backward writes every element of the gradients it is given.
+        let done = |v: Option<Output<E>>, dims: Vec<usize>| v.map(|v| T::from_values(unsafe { v.written() }, dims));
         [done(dx, x_dims), done(dw, w_dims), done(db, vec![n])]
     })
 }
@@ -186,13 +206,15 @@ pub fn attention<T: HostTensor>(qkv: T, heads: usize, past: usize) -> (T, T) {
         let shape = attention_shape(&qkv.dims(), heads, past);
         let (b, t, tq, d) = (shape.batch, shape.time, shape.queries(), shape.d_model);
         let q = qkv.values::<E>();
-        let mut y = vec![E::ZERO; b * tq * d];
-        let mut probs = vec![E::ZERO; b * heads * tq * t];
-        cpu::attention(&q, shape, &mut y, &mut probs);
-        (
-            T::from_values(y, vec![b, tq, d]),
-            T::from_values(probs, vec![b, heads, tq, t]),
-        )
+        let (mut y, mut probs) = (Output::new(b * tq * d), Output::new(b * heads * tq * t));
+        cpu::attention(&q, shape, y.slots(), probs.slots());
+        // SAFETY: attention writes every element of its outputs.
+        unsafe {
+            (
+                T::from_values(y.written(), vec![b, tq, d]),
+                T::from_values(probs.written(), vec![b, heads, tq, t]),
+            )
+        }
     })
 }
 
@@ -201,9 +223,10 @@ pub fn attention_backward<T: HostTensor>(qkv: T, probs: T, dy: T, heads: usize, 
         let dims = qkv.dims();
         let shape = attention_shape(&dims, heads, past);
         let (q, p, g) = (qkv.values::<E>(), probs.values::<E>(), dy.values::<E>());
-        let mut dqkv = vec![E::ZERO; q.len()];
-        cpu::attention_backward(&q, &p, &g, shape, &mut dqkv);
-        T::from_values(dqkv, dims)
+        let mut dqkv = Output::new(q.len());
+        cpu::attention_backward(&q, &p, &g, shape, dqkv.slots());
+        // SAFETY: attention_backward writes every element of its output.
+        T::from_values(unsafe { dqkv.written() }, dims)
     })
 }
 
@@ -212,10 +235,11 @@ pub fn cross_entropy<T: HostTensor>(logits: T, targets: &T) -> (T, T) {
     with_float!(logits.dtype(), E => {
         let classes = targets.indices();
         let l = logits.values::<E>();
-        let mut lse = vec![E::ZERO; classes.len()];
-        let loss = cpu::cross_entropy(&l, &classes, &mut lse);
-        let rows = lse.len();
-        (T::from_values(vec![loss], vec![1]), T::from_values(lse, vec![rows]))
+        let mut lse = Output::new(classes.len());
+        let loss = cpu::cross_entropy(&l, &classes, lse.slots());
+        let rows = classes.len();
+        // SAFETY: cross_entropy writes every element of `lse`.
+        (T::from_values(vec![loss], vec![1]), T::from_values(unsafe { lse.written() }, vec![rows]))
     })
 }
 
@@ -224,9 +248,10 @@ pub fn cross_entropy_backward<T: HostTensor>(logits: T, targets: &T, lse: T, dlo
     with_float!(logits.dtype(), E => {
         let classes = targets.indices();
         let (l, s, g) = (logits.values::<E>(), lse.values::<E>(), dloss.values::<E>());
-        let mut dl = vec![E::ZERO; l.len()];
-        cpu::cross_entropy_backward(&l, &classes, &s, g[0], &mut dl);
-        T::from_values(dl, logits.dims())
+        let mut dl = Output::new(l.len());
+        cpu::cross_entropy_backward(&l, &classes, &s, g[0], dl.slots());
+        // SAFETY: cross_entropy_backward writes every element of its output.
+        T::from_values(unsafe { dl.written() }, logits.dims())
     })
 }
 
@@ -235,13 +260,16 @@ pub fn adamw<T: HostTensor>(param: T, grad: T, m: T, v: T, step: AdamWStep) -> (
     with_float!(param.dtype(), E => {
         let dims = param.dims();
         let (p, g, m, v) = (param.values::<E>(), grad.values::<E>(), m.values::<E>(), v.values::<E>());
-        let [mut op, mut om, mut ov] = [0; 3].map(|_| vec![E::ZERO; p.len()]);
-        cpu::adamw(&p, &g, &m, &v, step, &mut op, &mut om, &mut ov);
-        (
-            T::from_values(op, dims.clone()),
-            T::from_values(om, dims.clone()),
-            T::from_values(ov, dims),
-        )
+        let [mut op, mut om, mut ov] = [0; 3].map(|_| Output::new(p.len()));
+        cpu::adamw(&p, &g, &m, &v, step, op.slots(), om.slots(), ov.slots());
+        // SAFETY: adamw writes every element of its outputs.
+        unsafe {
+            (
+                T::from_values(op.written(), dims.clone()),
+                T::from_values(om.written(), dims.clone()),
+                T::from_values(ov.written(), dims),
+            )
+        }
     })
 }
 

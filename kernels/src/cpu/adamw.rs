@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::simd::vectorized;
-use super::vector::sum_sq;
+use super::vector::{Sink, sum_sq};
 use super::{Float, TASK_ELEMENTS};
 
 /// The hyperparameters of one step; `time` counts the updates including this one (1 first).
@@ -24,18 +24,18 @@ pub struct AdamWStep {
     pub time: i32,
 }
 
-/// Writes the updated parameter and moments; `m` and `v` are the moments before the step
+/// Writes (every element of) the updated parameter and moments; `m` and `v` are the moments before the step
 /// (zeros before the first).
 #[allow(clippy::too_many_arguments)] // four tensors in, three out, and the step
-pub fn adamw<E: Float>(
+pub fn adamw<E: Float, O: Sink<E>>(
     param: &[E],
     grad: &[E],
     m: &[E],
     v: &[E],
     step: AdamWStep,
-    out_param: &mut [E],
-    out_m: &mut [E],
-    out_v: &mut [E],
+    out_param: &mut [O],
+    out_m: &mut [O],
+    out_v: &mut [O],
 ) {
     let n = param.len();
     assert!(
@@ -74,8 +74,9 @@ pub fn adamw<E: Float>(
                         let mi = b1 * m[i] + f1 * g[i];
                         let vi = b2 * v[i] + f2 * (g[i] * g[i]);
                         let delta = (mi / correction1) / ((vi / correction2).sqrt() + eps);
-                        op[i] = p[i] * decay - delta * lr;
-                        (om[i], ov[i]) = (mi, vi);
+                        op[i].put(p[i] * decay - delta * lr);
+                        om[i].put(mi);
+                        ov[i].put(vi);
                     }
                 },
             )

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::Float;
 use super::simd::vectorized;
-use super::vector::{dot, max, sum, vec_mat};
+use super::vector::{Sink, dot, max, put_all, sum, vec_mat};
 
 /// `n` rounded up to a whole number of 16-float vectors, at most `limit`.
 #[inline(always)]
@@ -67,8 +67,14 @@ impl AttentionShape {
     }
 }
 
-/// `y` `[B, T', d]` and `probs` `[B, H, T', T]` from `qkv` `[B, T, 3d]`.
-pub fn attention<E: Float>(qkv: &[E], shape: AttentionShape, y: &mut [E], probs: &mut [E]) {
+/// `y` `[B, T', d]` and `probs` `[B, H, T', T]` from `qkv` `[B, T, 3d]`; writes every element
+/// of both.
+pub fn attention<E: Float, O: Sink<E>>(
+    qkv: &[E],
+    shape: AttentionShape,
+    y: &mut [O],
+    probs: &mut [O],
+) {
     shape.check(qkv, y.len(), probs.len());
     let (t, tq, past, h, d) = (
         shape.time,
@@ -89,6 +95,7 @@ pub fn attention<E: Float>(qkv: &[E], shape: AttentionShape, y: &mut [E], probs:
                     // query times this matrix.
                     let mut keys_t = vec![E::ZERO; hd * t];
                     let mut q = vec![E::ZERO; hd];
+                    let mut p = vec![E::ZERO; t];
                     for head in 0..h {
                         let (q0, k0, v0) = (head * hd, d + head * hd, 2 * d + head * hd);
                         transpose_into(&mut keys_t, &qkv[k0..], 3 * d, t, hd);
@@ -97,12 +104,12 @@ pub fn attention<E: Float>(qkv: &[E], shape: AttentionShape, y: &mut [E], probs:
                             for (q, &x) in q.iter_mut().zip(&qkv[i * 3 * d + q0..]) {
                                 *q = x * scale;
                             }
-                            let p = &mut probs[r * t..(r + 1) * t];
                             // Scores up to a whole number of vectors past the diagonal (where
                             // keys exist): no scalar tail; the extra ones are overwritten.
                             vec_mat(&mut p[..padded(i + 1, t)], &q, &keys_t, t);
                             softmax_in_place(&mut p[..=i]);
                             p[i + 1..].fill(E::ZERO);
+                            put_all(&mut probs[r * t..(r + 1) * t], &p);
                             let out = &mut y[r * d + head * hd..r * d + (head + 1) * hd];
                             vec_mat(out, &p[..=i], &qkv[v0..], 3 * d);
                         }
@@ -112,13 +119,14 @@ pub fn attention<E: Float>(qkv: &[E], shape: AttentionShape, y: &mut [E], probs:
         });
 }
 
-/// `dqkv` `[B, T, 3d]` from the forward's `qkv` and `probs` and the gradient `dy` `[B, T', d]`.
-pub fn attention_backward<E: Float>(
+/// `dqkv` `[B, T, 3d]` from the forward's `qkv` and `probs` and the gradient `dy` `[B, T', d]`;
+/// writes every element of it.
+pub fn attention_backward<E: Float, O: Sink<E>>(
     qkv: &[E],
     probs: &[E],
     dy: &[E],
     shape: AttentionShape,
-    dqkv: &mut [E],
+    dqkv: &mut [O],
 ) {
     shape.check(qkv, dy.len(), probs.len());
     assert_eq!(dqkv.len(), qkv.len());
@@ -138,7 +146,9 @@ pub fn attention_backward<E: Float>(
                 #[inline(always)]
                 || {
                     // Positions before the first query get no query gradient.
-                    dqkv.fill(E::ZERO);
+                    for row in dqkv[..past * 3 * d].chunks_exact_mut(3 * d) {
+                        row[..d].iter_mut().for_each(|dq| dq.put(E::ZERO));
+                    }
                     let mut values_t = vec![E::ZERO; hd * t];
                     // dS of one head, `[T', T]`, already scaled by s.
                     let mut ds = vec![E::ZERO; tq * t];

@@ -7,14 +7,15 @@
 use rayon::prelude::*;
 
 use super::simd::vectorized;
-use super::vector::{max, sum_exp};
+use super::vector::{Sink, max, sum_exp};
 use super::{Float, rows_per_task};
 
-/// Mean over rows of `lse - x[target]`; writes each row's log-sum-exp into `lse`.
+/// Mean over rows of `lse - x[target]`; writes each row's log-sum-exp into (every element of)
+/// `lse`.
 ///
 /// # Panics
 /// If a target is not below the number of classes.
-pub fn cross_entropy<E: Float>(logits: &[E], targets: &[usize], lse: &mut [E]) -> E {
+pub fn cross_entropy<E: Float, O: Sink<E>>(logits: &[E], targets: &[usize], lse: &mut [O]) -> E {
     let n = targets.len();
     assert_eq!(lse.len(), n);
     assert!(n > 0 && logits.len().is_multiple_of(n));
@@ -34,8 +35,9 @@ pub fn cross_entropy<E: Float>(logits: &[E], targets: &[usize], lse: &mut [E]) -
                 || {
                     for (i, x) in logits.chunks_exact(v).enumerate() {
                         let m = max(x);
-                        lse[i] = m + sum_exp(x, m).ln();
-                        losses[i] = lse[i] - x[targets[i]];
+                        let row_lse = m + sum_exp(x, m).ln();
+                        lse[i].put(row_lse);
+                        losses[i] = row_lse - x[targets[i]];
                     }
                 },
             )
@@ -45,13 +47,13 @@ pub fn cross_entropy<E: Float>(logits: &[E], targets: &[usize], lse: &mut [E]) -
 }
 
 /// `dlogits` from the forward's `logits`, `targets` and `lse`, for an upstream gradient `grad`
-/// of the mean loss.
-pub fn cross_entropy_backward<E: Float>(
+/// of the mean loss. Writes every element of `dlogits`.
+pub fn cross_entropy_backward<E: Float, O: Sink<E>>(
     logits: &[E],
     targets: &[usize],
     lse: &[E],
     grad: E,
-    dlogits: &mut [E],
+    dlogits: &mut [O],
 ) {
     let n = targets.len();
     assert_eq!(logits.len(), dlogits.len());
@@ -68,10 +70,10 @@ pub fn cross_entropy_backward<E: Float>(
                 || {
                     let rows = dx.chunks_exact_mut(v).zip(x.chunks_exact(v));
                     for ((dx, x), (&lse, &c)) in rows.zip(lse.iter().zip(targets)) {
-                        for (dx, &x) in dx.iter_mut().zip(x) {
-                            *dx = scale * (x - lse).exp();
+                        for (j, (dx, &x)) in dx.iter_mut().zip(x).enumerate() {
+                            let hit = if j == c { scale } else { E::ZERO };
+                            dx.put(scale * (x - lse).exp() - hit);
                         }
-                        dx[c] -= scale;
                     }
                 },
             )

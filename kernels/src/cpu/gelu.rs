@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::simd::vectorized;
-use super::vector::{map, map2};
+use super::vector::{Sink, map, map2};
 use super::{Float, TASK_ELEMENTS};
 
 /// `Φ(x) = erfc(-x/√2) / 2`, the standard normal CDF.
@@ -21,8 +21,8 @@ fn pdf<E: Float>(x: E) -> E {
     inv_sqrt_2pi * (x * x * E::from_f64(-0.5)).exp()
 }
 
-/// `y = x·Φ(x)` element by element.
-pub fn gelu<E: Float>(x: &[E], y: &mut [E]) {
+/// `y = x·Φ(x)` element by element; writes every element of `y`.
+pub fn gelu<E: Float, O: Sink<E>>(x: &[E], y: &mut [O]) {
     assert_eq!(x.len(), y.len());
     y.par_chunks_mut(TASK_ELEMENTS)
         .zip(x.par_chunks(TASK_ELEMENTS))
@@ -34,8 +34,8 @@ pub fn gelu<E: Float>(x: &[E], y: &mut [E]) {
         });
 }
 
-/// `dx = dy · (Φ(x) + x·φ(x))` element by element.
-pub fn gelu_backward<E: Float>(x: &[E], dy: &[E], dx: &mut [E]) {
+/// `dx = dy · (Φ(x) + x·φ(x))` element by element; writes every element of `dx`.
+pub fn gelu_backward<E: Float, O: Sink<E>>(x: &[E], dy: &[E], dx: &mut [O]) {
     assert_eq!(x.len(), dx.len());
     assert_eq!(dy.len(), dx.len());
     dx.par_chunks_mut(TASK_ELEMENTS)

@@ -10,19 +10,19 @@
 use rayon::prelude::*;
 
 use super::simd::vectorized;
-use super::vector::{dot, sum, sum_sq_dev};
+use super::vector::{Sink, dot, sum, sum_sq_dev};
 use super::{Float, rows_per_task};
 
 /// Normalizes the rows of `x` (`rows × d`) into `y`; writes each row's mean and inverse standard
-/// deviation. `beta` is `None` for a LayerNorm without bias.
-pub fn layer_norm<E: Float>(
+/// deviation. `beta` is `None` for a LayerNorm without bias. Writes every element of the outputs.
+pub fn layer_norm<E: Float, O: Sink<E>>(
     x: &[E],
     gamma: &[E],
     beta: Option<&[E]>,
     eps: f64,
-    y: &mut [E],
-    mean: &mut [E],
-    rstd: &mut [E],
+    y: &mut [O],
+    mean: &mut [O],
+    rstd: &mut [O],
 ) {
     let d = gamma.len();
     assert_eq!(x.len(), y.len());
@@ -44,16 +44,17 @@ pub fn layer_norm<E: Float>(
                         match beta {
                             Some(beta) => {
                                 for j in 0..d {
-                                    y[j] = (x[j] - mu) * inv * gamma[j] + beta[j];
+                                    y[j].put(((x[j] - mu) * inv).mul_add(gamma[j], beta[j]));
                                 }
                             }
                             None => {
                                 for j in 0..d {
-                                    y[j] = (x[j] - mu) * inv * gamma[j];
+                                    y[j].put((x[j] - mu) * inv * gamma[j]);
                                 }
                             }
                         }
-                        (*m, *r) = (mu, inv);
+                        m.put(mu);
+                        r.put(inv);
                     }
                 },
             )
@@ -66,15 +67,16 @@ const BLOCK_ROWS: usize = 32;
 /// Gradients of [`layer_norm`]: `dx` (`rows × d`), and `dgamma` (and `dbeta` when the LayerNorm
 /// has a bias), each `d`.
 #[allow(clippy::too_many_arguments)] // the forward's inputs and saved statistics, and three outputs
-pub fn layer_norm_backward<E: Float>(
+/// Writes every element of the outputs.
+pub fn layer_norm_backward<E: Float, O: Sink<E>>(
     x: &[E],
     gamma: &[E],
     mean: &[E],
     rstd: &[E],
     dy: &[E],
-    dx: &mut [E],
-    dgamma: &mut [E],
-    dbeta: Option<&mut [E]>,
+    dx: &mut [O],
+    dgamma: &mut [O],
+    dbeta: Option<&mut [O]>,
 ) {
     let d = gamma.len();
     assert_eq!(x.len(), dy.len());
@@ -108,7 +110,7 @@ pub fn layer_norm_backward<E: Float>(
                         let mean_g = sum(&g) / n;
                         let mean_gx = dot(&g, &xhat) / n;
                         for j in 0..d {
-                            dx[j] = inv * (g[j] - mean_g - xhat[j] * mean_gx);
+                            dx[j].put(inv * (g[j] - mean_g - xhat[j] * mean_gx));
                         }
                     }
                     (dg, db)
@@ -116,20 +118,20 @@ pub fn layer_norm_backward<E: Float>(
             )
         })
         .collect();
-    dgamma.fill(E::ZERO);
-    for (dg, _) in &partial {
-        add_into(dgamma, dg);
+    for (j, dg) in dgamma.iter_mut().enumerate() {
+        dg.put(
+            partial
+                .iter()
+                .fold(E::ZERO, |sum, (block, _)| sum + block[j]),
+        );
     }
     if let Some(dbeta) = dbeta {
-        dbeta.fill(E::ZERO);
-        for (_, db) in &partial {
-            add_into(dbeta, db);
+        for (j, db) in dbeta.iter_mut().enumerate() {
+            db.put(
+                partial
+                    .iter()
+                    .fold(E::ZERO, |sum, (_, block)| sum + block[j]),
+            );
         }
-    }
-}
-
-fn add_into<E: Float>(acc: &mut [E], v: &[E]) {
-    for (a, v) in acc.iter_mut().zip(v) {
-        *a += *v;
     }
 }

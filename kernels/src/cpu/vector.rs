@@ -7,7 +7,37 @@
 //! 16th element, is vector arithmetic as written; the result depends only on the slice, never
 //! on the instruction set or thread count, which keeps runs bit-reproducible.
 
+use std::mem::MaybeUninit;
+
 use super::Float;
+
+/// Where a kernel puts a value: a plain element, or an output element that starts
+/// uninitialized (the kernels' outputs, so that no pass zeroes them first).
+pub trait Sink<E>: Send {
+    fn put(&mut self, value: E);
+}
+
+impl<E: Float> Sink<E> for E {
+    #[inline(always)]
+    fn put(&mut self, value: E) {
+        *self = value;
+    }
+}
+
+impl<E: Float> Sink<E> for MaybeUninit<E> {
+    #[inline(always)]
+    fn put(&mut self, value: E) {
+        self.write(value);
+    }
+}
+
+/// `out ← values`.
+#[inline(always)]
+pub fn put_all<E: Float, O: Sink<E>>(out: &mut [O], values: &[E]) {
+    for (o, &v) in out.iter_mut().zip(values) {
+        o.put(v);
+    }
+}
 
 const LANES: usize = 16;
 
@@ -95,32 +125,39 @@ pub fn max<E: Float>(x: &[E]) -> E {
 /// summing into `out` row by row would put a store and a load on every addition's critical
 /// path. Blocks of 64 columns run four independent accumulator chains.
 #[inline(always)]
-pub fn vec_mat<E: Float>(out: &mut [E], w: &[E], m: &[E], stride: usize) {
+pub fn vec_mat<E: Float, O: Sink<E>>(out: &mut [O], w: &[E], m: &[E], stride: usize) {
     let n = out.len();
     let mut c = 0;
     while c + 4 * LANES <= n {
-        columns::<E, 4>(out, c, w, m, stride);
+        columns::<E, O, 4>(out, c, w, m, stride);
         c += 4 * LANES;
     }
     while c + 2 * LANES <= n {
-        columns::<E, 2>(out, c, w, m, stride);
+        columns::<E, O, 2>(out, c, w, m, stride);
         c += 2 * LANES;
     }
     while c + LANES <= n {
-        columns::<E, 1>(out, c, w, m, stride);
+        columns::<E, O, 1>(out, c, w, m, stride);
         c += LANES;
     }
     for (c, o) in out.iter_mut().enumerate().skip(c) {
-        *o = w
-            .iter()
-            .enumerate()
-            .fold(E::ZERO, |acc, (r, &wr)| wr.mul_add(m[r * stride + c], acc));
+        o.put(
+            w.iter()
+                .enumerate()
+                .fold(E::ZERO, |acc, (r, &wr)| wr.mul_add(m[r * stride + c], acc)),
+        );
     }
 }
 
 /// [`vec_mat`] for the `B` blocks of 16 columns from column `c0`.
 #[inline(always)]
-fn columns<E: Float, const B: usize>(out: &mut [E], c0: usize, w: &[E], m: &[E], stride: usize) {
+fn columns<E: Float, O: Sink<E>, const B: usize>(
+    out: &mut [O],
+    c0: usize,
+    w: &[E],
+    m: &[E],
+    stride: usize,
+) {
     let mut acc = [[E::ZERO; LANES]; B];
     for (r, &wr) in w.iter().enumerate() {
         let start = r * stride + c0;
@@ -131,8 +168,9 @@ fn columns<E: Float, const B: usize>(out: &mut [E], c0: usize, w: &[E], m: &[E],
             }
         }
     }
-    let (blocks, _) = out[c0..c0 + B * LANES].as_chunks_mut::<LANES>();
-    blocks.copy_from_slice(&acc);
+    for (b, acc) in acc.iter().enumerate() {
+        put_all(&mut out[c0 + b * LANES..c0 + (b + 1) * LANES], acc);
+    }
 }
 
 /// Elements per step of [`map`] and [`map2`]: four AVX-512 registers of `f32`, so that four
@@ -141,27 +179,29 @@ const BLOCK: usize = 4 * LANES;
 
 /// `y_i = f(x_i)`.
 #[inline(always)]
-pub fn map<E: Float>(x: &[E], y: &mut [E], f: impl Fn(E) -> E) {
+pub fn map<E: Float, O: Sink<E>>(x: &[E], y: &mut [O], f: impl Fn(E) -> E) {
     let ((xs, x_rest), (ys, y_rest)) = (x.as_chunks::<BLOCK>(), y.as_chunks_mut::<BLOCK>());
     for (x, y) in xs.iter().zip(ys) {
-        *y = std::array::from_fn(|l| f(x[l]));
+        let values: [E; BLOCK] = std::array::from_fn(|l| f(x[l]));
+        put_all(y, &values);
     }
     for (x, y) in x_rest.iter().zip(y_rest) {
-        *y = f(*x);
+        y.put(f(*x));
     }
 }
 
 /// `z_i = f(x_i, y_i)`.
 #[inline(always)]
-pub fn map2<E: Float>(x: &[E], y: &[E], z: &mut [E], f: impl Fn(E, E) -> E) {
+pub fn map2<E: Float, O: Sink<E>>(x: &[E], y: &[E], z: &mut [O], f: impl Fn(E, E) -> E) {
     let (xs, x_rest) = x.as_chunks::<BLOCK>();
     let (ys, y_rest) = y.as_chunks::<BLOCK>();
     let (zs, z_rest) = z.as_chunks_mut::<BLOCK>();
     for ((x, y), z) in xs.iter().zip(ys).zip(zs) {
-        *z = std::array::from_fn(|l| f(x[l], y[l]));
+        let values: [E; BLOCK] = std::array::from_fn(|l| f(x[l], y[l]));
+        put_all(z, &values);
     }
     for ((x, y), z) in x_rest.iter().zip(y_rest).zip(z_rest) {
-        *z = f(*x, *y);
+        z.put(f(*x, *y));
     }
 }
 
