@@ -21,7 +21,6 @@ fn cpu_backends() -> Vec<(&'static str, Device)> {
 
 fn train_steps(c: &mut Criterion) {
     ember::memory::tune_allocator();
-    let text = ember_train::corpus::builtin_corpus();
     let out = std::env::temp_dir().join(format!("ember-criterion-{}", std::process::id()));
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
@@ -31,7 +30,13 @@ fn train_steps(c: &mut Criterion) {
                 .and_then(|b| b.set(&format!("run.out={:?}", out.display().to_string()), "bench"))
                 .and_then(|b| b.build())
                 .expect("presets are valid");
-            let mut trainer = Trainer::new(config, &text, preset, device.clone()).expect("trainer");
+            let mut trainer = Trainer::new(
+                config,
+                ember_train::corpus::TINY_SHAKESPEARE,
+                preset,
+                device.clone(),
+            )
+            .expect("trainer");
             let mut step = 0;
             group.bench_function(format!("{backend}/{preset}"), |b| {
                 b.iter(|| {

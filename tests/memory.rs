@@ -138,9 +138,9 @@ fn tiny_run(steps: usize) -> (ember_train::RunConfig, tempfile::TempDir) {
 fn training_steps_keep_nothing_and_a_leak_in_a_step_stops_the_run() {
     let _serial = serial();
     // Both in one test: the counters are process-wide, so the two runs must not overlap.
-    let text = ember_train::corpus::builtin_corpus();
+    let text = ember_train::corpus::TINY_SHAKESPEARE;
     let (config, _out) = tiny_run(300);
-    let mut trainer = Trainer::new(config.clone(), &text, "tiny", common::cpu()).unwrap();
+    let mut trainer = Trainer::new(config.clone(), text, "tiny", common::cpu()).unwrap();
     let mut memory = MemoryScope::new(config.memory.clone(), &GLOBAL_COUNTERS, common::cpu());
     trainer
         .train(&mut memory)
@@ -156,7 +156,7 @@ fn training_steps_keep_nothing_and_a_leak_in_a_step_stops_the_run() {
     );
 
     let (config, _out) = tiny_run(60);
-    let mut trainer = Trainer::new(config.clone(), &text, "tiny", common::cpu()).unwrap();
+    let mut trainer = Trainer::new(config.clone(), text, "tiny", common::cpu()).unwrap();
     let memory = MemoryScope::new(config.memory.clone(), &GLOBAL_COUNTERS, common::cpu());
     // The leaking hook runs inside the scope (before its end), as a step's own work would.
     let mut hooks = (LeakFrom40(Vec::new(), 0), memory);

@@ -10,7 +10,7 @@ use ember::cli::TrainArgs;
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::{Progress, mib};
 use ember_train::checkpoint;
-use ember_train::corpus::builtin_corpus;
+use ember_train::corpus::{TINY_SHAKESPEARE, TINY_SHAKESPEARE_NAME};
 use ember_train::{RunConfig, Trainer};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
@@ -55,7 +55,7 @@ fn run(args: &TrainArgs) -> Result<()> {
     }
     let m = &config.model;
     let source = if config.data.path.is_empty() {
-        "built-in corpus"
+        TINY_SHAKESPEARE_NAME
     } else {
         &config.data.path
     };
@@ -127,10 +127,10 @@ fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The training text: the file at `path`, or the built-in corpus when `path` is empty.
+/// The training text: the file at `path`, or Tiny Shakespeare when `path` is empty.
 fn load_text(path: &str) -> Result<String> {
     if path.is_empty() {
-        return Ok(builtin_corpus());
+        return Ok(TINY_SHAKESPEARE.to_string());
     }
     let bytes =
         std::fs::read(path).with_context(|| format!("{path}: cannot read the training text"))?;

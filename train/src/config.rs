@@ -64,6 +64,8 @@ pub struct ModelSection {
     pub n_head: usize,
     pub context: usize,
     pub bias: bool,
+    pub tie_embeddings: bool,
+    pub head_bias: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,7 +94,7 @@ pub struct TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// A UTF-8 text file; empty means the built-in generated corpus.
+    /// A UTF-8 text file; empty means Tiny Shakespeare, built in.
     pub path: String,
     pub val_fraction: f64,
 }
@@ -148,6 +150,8 @@ impl Default for ModelSection {
             n_head: 4,
             context: 64,
             bias: true,
+            tie_embeddings: false,
+            head_bias: true,
         }
     }
 }
@@ -208,6 +212,8 @@ impl ModelSection {
             self.context,
         )
         .with_bias(self.bias)
+        .with_tie_embeddings(self.tie_embeddings)
+        .with_head_bias(self.head_bias)
     }
 }
 
