@@ -15,6 +15,21 @@ fn main() {
     println!("cargo::rerun-if-env-changed=EMBER_BLAS");
     println!("cargo::rerun-if-env-changed=OPENBLAS_LIB_DIR");
     println!("cargo::rerun-if-changed=build.rs");
+    // Probe again when a library folder changes (installing or removing OpenBLAS adds or
+    // removes an entry, which changes the folder's time): a build after `apt-get install
+    // libopenblas-dev` switches from the fallback to OpenBLAS without `cargo clean`.
+    // Cargo scans a watched folder recursively on every build, so on multiarch systems
+    // (Debian, Ubuntu) the 70,000 entries under /usr/lib are left out for the arch folder.
+    let dirs: Vec<PathBuf> = library_dirs()
+        .into_iter()
+        .filter(|dir| dir.is_dir())
+        .collect();
+    let multiarch = dirs.iter().any(|dir| dir.ends_with("-linux-gnu"));
+    for dir in &dirs {
+        if !(multiarch && dir.as_path() == Path::new("/usr/lib")) {
+            println!("cargo::rerun-if-changed={}", dir.display());
+        }
+    }
 
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let request = env::var("EMBER_BLAS").unwrap_or_else(|_| "auto".into());
@@ -64,20 +79,29 @@ fn find_openblas() -> Option<Option<PathBuf>> {
     if let Some(dir) = pkg_config_libdir() {
         return Some(Some(dir));
     }
+    library_dirs()
+        .into_iter()
+        .find(|dir| has_openblas(dir))
+        .map(Some)
+}
+
+/// Where OpenBLAS is looked for: `OPENBLAS_LIB_DIR` when set, else the usual library folders.
+fn library_dirs() -> Vec<PathBuf> {
+    if let Ok(dir) = env::var("OPENBLAS_LIB_DIR") {
+        return vec![PathBuf::from(dir)];
+    }
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let candidates = [
+    [
         format!("/usr/lib/{arch}-linux-gnu"),
         "/usr/lib64".into(),
         "/usr/lib".into(),
         "/usr/local/lib".into(),
         "/opt/homebrew/opt/openblas/lib".into(),
         "/usr/local/opt/openblas/lib".into(),
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|dir| has_openblas(dir))
-        .map(Some)
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 fn pkg_config_libdir() -> Option<PathBuf> {
