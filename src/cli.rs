@@ -22,8 +22,25 @@ pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 
 /// Train a GPT language model. Every setting lives in a TOML config (a preset from configs/, a
 /// file of your own, or both); the flags below override it.
+///
+/// With no flags: the small preset (d=128, 2 layers, 0.4M parameters) on Tiny Shakespeare,
+/// which is built in, for 3000 steps: about two minutes on 2 cores, ending near val loss 1.7
+/// with a sample of Shakespeare-like text.
 #[derive(Debug, Parser)]
-#[command(name = "train", version, args_override_self = true)]
+#[command(
+    name = "train",
+    version,
+    args_override_self = true,
+    after_help = "Output: runs/<preset>-<UTC time>/ holds config.toml, vocab.json, metrics.jsonl \
+and checkpoints/.
+
+Next:
+  generate --run runs/NAME --prompt \"ROMEO:\"      sample text from the trained model
+  train --resume runs/NAME --steps 6000            continue a run (Ctrl-C saves and stops)
+  train --preset medium                            a bigger model (about 12 minutes)
+  train --data my.txt                              your own text (any UTF-8 file)
+  train --config recipes/nanogpt-cpu.toml          nanoGPT's CPU recipe (val 1.88 in nanoGPT)"
+)]
 pub struct TrainArgs {
     /// Start from this preset: tiny, small, medium or large [default: small].
     #[arg(long, conflicts_with = "resume")]
@@ -35,7 +52,7 @@ pub struct TrainArgs {
     /// A TOML config file, layered on top of the preset.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Train on this UTF-8 text file instead of the built-in corpus (data.path).
+    /// Train on this UTF-8 text file instead of the built-in Tiny Shakespeare (data.path).
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
     /// Number of optimizer steps (train.steps).

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod import;
 pub mod memory;
 pub mod progress;
 pub mod saved;

@@ -38,11 +38,19 @@ fn presets_have_the_documented_shapes_and_sizes() {
         let logits = model.forward(tokens(&[&[1, 2, 3], &[4, 5, 6]]));
         assert_eq!(logits.dims(), [2, 3, 65], "{name}");
     }
+    // `bias` is the blocks' and the final LayerNorm's; the head's is `head_bias`.
     let no_bias = GptConfig::new(65, 64, 1, 4, 64).with_bias(false);
     assert_eq!(no_bias.init(&cpu()).num_params(), no_bias.num_params());
     assert_eq!(
         no_bias.num_params(),
-        62_593 - (3 * 64 + 64 + 256 + 64) - 3 * 64 - 65
+        62_593 - (3 * 64 + 64 + 256 + 64) - 3 * 64
+    );
+    // nanoGPT's architecture: no head of its own (tied to wte), no head bias.
+    let nanogpt = no_bias.with_tie_embeddings(true).with_head_bias(false);
+    assert_eq!(nanogpt.init(&cpu()).num_params(), nanogpt.num_params());
+    assert_eq!(
+        nanogpt.num_params(),
+        62_593 - (3 * 64 + 64 + 256 + 64) - 3 * 64 - 64 * 65 - 65
     );
 }
 
@@ -93,7 +101,16 @@ fn a_token_never_changes_the_logits_before_it() {
 
 #[test]
 fn logits_and_loss_match_an_independent_f64_reference() {
-    let config = GptConfig::new(13, 16, 2, 4, 8);
+    // Ember's default architecture, and nanoGPT's (tied head without a bias).
+    let nanogpt = GptConfig::new(13, 16, 2, 4, 8)
+        .with_tie_embeddings(true)
+        .with_head_bias(false);
+    for config in [GptConfig::new(13, 16, 2, 4, 8), nanogpt] {
+        check_against_reference(config);
+    }
+}
+
+fn check_against_reference(config: GptConfig) {
     let model = randomized(config.clone(), 0.5);
     let input: [&[i64]; 2] = [&[0, 5, 12, 3, 3, 7, 1], &[9, 9, 2, 11, 4, 0, 6]];
     let target: [&[i64]; 2] = [&[5, 12, 3, 3, 7, 1, 8], &[9, 2, 11, 4, 0, 6, 10]];
@@ -108,7 +125,7 @@ fn logits_and_loss_match_an_independent_f64_reference() {
                 let g = got[(b * seq.len() + t) * 13 + v];
                 assert!(
                     (g - w).abs() < 1e-4,
-                    "logit [{b},{t},{v}]: burn {g} reference {w}"
+                    "{config:?}: logit [{b},{t},{v}]: burn {g} reference {w}"
                 );
             }
             losses.push(reference::nll(row, tgt[t] as usize));
@@ -173,6 +190,20 @@ mod reference {
         }
     }
 
+    /// The head as a Linear: its own weight or the token embedding transposed, its bias or 0.
+    fn head(h: &ember_model::Head, wte: &burn::tensor::Tensor<2>, c: &GptConfig) -> Linear {
+        let w = h
+            .weight
+            .as_ref()
+            .map_or_else(|| wte.clone().transpose(), |w| w.val());
+        Linear {
+            w: rows(values(w), c.vocab_size),
+            b: h.bias
+                .as_ref()
+                .map_or_else(|| vec![0.0; c.vocab_size], |b| values(b.val())),
+        }
+    }
+
     fn norm(n: &burn::nn::LayerNorm) -> Norm {
         Norm {
             g: values(n.gamma.val()),
@@ -198,7 +229,7 @@ mod reference {
                     })
                     .collect(),
                 ln_f: norm(&m.ln_f),
-                head: linear(&m.head),
+                head: head(&m.head, &m.wte.weight.val(), c),
                 n_head: c.n_head,
             }
         }

@@ -3,7 +3,7 @@ use burn::nn::{EmbeddingConfig, Initializer, LayerNormConfig, Linear};
 use burn::tensor::Device;
 
 use crate::layers::LAYER_NORM_EPS;
-use crate::{Block, CausalSelfAttention, Gpt, Mlp};
+use crate::{Block, CausalSelfAttention, Gpt, Head, Mlp};
 
 /// The shape of a GPT. Presets live in `configs/*.toml`; `vocab_size` comes from the tokenizer.
 #[derive(Config, Debug, PartialEq)]
@@ -18,9 +18,17 @@ pub struct GptConfig {
     pub n_head: usize,
     /// Longest sequence the model sees (nanoGPT's `block_size`).
     pub context: usize,
-    /// Biases on every Linear and LayerNorm, as GPT-2 and nanoGPT's default.
+    /// Biases on every Linear and LayerNorm of the blocks and the final LayerNorm, as GPT-2 and
+    /// nanoGPT's default.
     #[config(default = true)]
     pub bias: bool,
+    /// The head reuses the token embedding (`logits = x · wteᵀ`), as nanoGPT and GPT-2 do;
+    /// otherwise it has a weight of its own.
+    #[config(default = false)]
+    pub tie_embeddings: bool,
+    /// A bias on the head (nanoGPT's head has none).
+    #[config(default = true)]
+    pub head_bias: bool,
 }
 
 /// GPT-2's initialisation: N(0, 0.02) for weights and embeddings.
@@ -94,7 +102,13 @@ impl GptConfig {
                 .with_epsilon(LAYER_NORM_EPS)
                 .with_bias(self.bias)
                 .init(device),
-            head: self.linear(d, self.vocab_size, INIT_STD, device),
+            head: Head {
+                weight: (!self.tie_embeddings)
+                    .then(|| normal(INIT_STD).init([d, self.vocab_size], device)),
+                bias: self
+                    .head_bias
+                    .then(|| Initializer::Zeros.init([self.vocab_size], device)),
+            },
         }
     }
 
@@ -105,7 +119,8 @@ impl GptConfig {
         let layer_norm = d + b * d;
         let block =
             2 * layer_norm + linear(d, 3 * d) + linear(d, d) + linear(d, 4 * d) + linear(4 * d, d);
-        v * d + self.context * d + self.n_layer * block + layer_norm + linear(d, v)
+        let head = usize::from(!self.tie_embeddings) * d * v + usize::from(self.head_bias) * v;
+        v * d + self.context * d + self.n_layer * block + layer_norm + head
     }
 
     /// Parameters that take part in matmuls (all Linear weights): the `N` of the 6·N·tokens

@@ -1,5 +1,8 @@
-//! The weights as safetensors under nanoGPT's tensor names, so that a PyTorch user can load
-//! them into nanoGPT's `GPT` (with `bias=True` and an untied `lm_head` that has a bias):
+//! The weights as safetensors under nanoGPT's tensor names, both ways: an export loads into
+//! nanoGPT's `GPT` with `strict=True` when the model has nanoGPT's architecture
+//! (`tie_embeddings = true`, `head_bias = false`; Ember's default head is untied with a bias,
+//! which nanoGPT's `GPT` cannot hold), and a nanoGPT state dict saved as safetensors loads into
+//! Ember ([`from_safetensors`]).
 //!
 //! | Ember (Burn path)          | safetensors (nanoGPT)                 | layout            |
 //! |----------------------------|---------------------------------------|-------------------|
@@ -14,7 +17,9 @@
 //! | `head`                     | `lm_head`                             | weight `[vocab, d]` |
 //!
 //! Linear weights are stored `[out, in]` as PyTorch's `nn.Linear` (Burn keeps `[in, out]`).
-//! All tensors are float32. The header's metadata holds `ember_config` (the `GptConfig` as JSON).
+//! With tied embeddings `lm_head.weight` is written as a copy of `transformer.wte.weight`, as
+//! nanoGPT's state dict holds it. All tensors are float32. The header's metadata holds
+//! `ember_config` (the `GptConfig` as JSON).
 
 use std::collections::HashMap;
 
@@ -35,6 +40,17 @@ pub fn to_safetensors(
         tensors: Vec::new(),
     };
     model.visit(&mut collect);
+    if config.tie_embeddings {
+        let wte = collect
+            .tensors
+            .iter()
+            .find(|(name, _, _)| name == "transformer.wte.weight")
+            .cloned()
+            .expect("every model has a token embedding");
+        collect
+            .tensors
+            .push(("lm_head.weight".into(), wte.1, wte.2));
+    }
     let config_json = serde_json::to_string(config).map_err(|e| e.to_string())?;
     metadata.insert("ember_config".into(), config_json);
     metadata.insert("format".into(), "pt".into());
@@ -52,23 +68,25 @@ pub fn to_safetensors(
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
 
-/// Rebuilds a model from [`to_safetensors`]'s bytes on `device`; returns it with its config and
-/// the header's metadata.
+/// Rebuilds a model from safetensors with nanoGPT's names on `device`; returns it with its config
+/// and the header's metadata. The shape comes from the `ember_config` metadata of an Ember
+/// export, or, for a nanoGPT state dict, from the tensors themselves; the head count, which no
+/// tensor shows, then comes from `n_head` or the `n_head` metadata.
 pub fn from_safetensors(
     bytes: &[u8],
     device: &Device,
+    n_head: Option<usize>,
 ) -> Result<(Gpt, GptConfig, HashMap<String, String>), String> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let config_json = metadata
-        .get("ember_config")
-        .ok_or("no `ember_config` in the safetensors metadata: not an Ember export")?;
-    let config: GptConfig =
-        serde_json::from_str(config_json).map_err(|e| format!("ember_config: {e}"))?;
-    if let Some((field, why)) = config.invalid() {
-        return Err(format!("ember_config: {field}: {why}"));
-    }
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let config = match metadata.get("ember_config") {
+        Some(json) => serde_json::from_str(json).map_err(|e| format!("ember_config: {e}"))?,
+        None => nanogpt_config(&tensors, &metadata, n_head)?,
+    };
+    if let Some((field, why)) = config.invalid() {
+        return Err(format!("model shape: {field}: {why}"));
+    }
     let mut load = Load {
         path: Vec::new(),
         tensors: &tensors,
@@ -79,6 +97,57 @@ pub fn from_safetensors(
         Some(e) => Err(e),
         None => Ok((model, config, metadata)),
     }
+}
+
+/// The shape of a nanoGPT state dict, read from its tensors.
+fn nanogpt_config(
+    tensors: &SafeTensors<'_>,
+    metadata: &HashMap<String, String>,
+    n_head: Option<usize>,
+) -> Result<GptConfig, String> {
+    let shape = |name: &str| {
+        tensors
+            .tensor(name)
+            .map(|t| t.shape().to_vec())
+            .map_err(|_| format!("no `{name}`: not a nanoGPT GPT state dict nor an Ember export"))
+    };
+    let (wte, wpe) = (
+        shape("transformer.wte.weight")?,
+        shape("transformer.wpe.weight")?,
+    );
+    let n_layer = tensors
+        .names()
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("transformer.h.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |last| last + 1);
+    let n_head = match n_head {
+        Some(n) => n,
+        None => metadata
+            .get("n_head")
+            .ok_or("the head count is in no tensor's shape and not in the metadata: give it (--n-head)")?
+            .parse()
+            .map_err(|e| format!("metadata n_head: {e}"))?,
+    };
+    let has = |name: &str| tensors.tensor(name).is_ok();
+    // nanoGPT ties lm_head to wte and its state dict holds both: equal values mean tied.
+    let tied = match (
+        tensors.tensor("lm_head.weight"),
+        tensors.tensor("transformer.wte.weight"),
+    ) {
+        (Ok(head), Ok(wte)) => head.data() == wte.data(),
+        _ => true,
+    };
+    Ok(GptConfig::new(wte[0], wte[1], n_layer, n_head, wpe[0])
+        .with_bias(has("transformer.h.0.attn.c_attn.bias"))
+        .with_tie_embeddings(tied)
+        .with_head_bias(has("lm_head.bias")))
 }
 
 /// nanoGPT's name for the parameter at Burn `path`, and whether it is a Linear weight (stored

@@ -1,23 +1,31 @@
 //! The whole GPT: embeddings, blocks, final LayerNorm and head, and the loss.
 
-use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor};
 use ember_kernels::ops;
 
 use crate::Block;
 use crate::attention::LayerCache;
-use crate::layers::{layer_norm, linear};
+use crate::layers::layer_norm;
 
 /// Decoder-only GPT: token + learned position embeddings, pre-LN blocks, final LayerNorm, and
-/// an untied linear head.
+/// a linear head (tied to the token embedding or not).
 #[derive(Module, Debug)]
 pub struct Gpt {
     pub wte: Embedding,
     pub wpe: Embedding,
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
-    pub head: Linear,
+    pub head: Head,
+}
+
+/// The output layer `logits = x·W + b`: `W` `[d, vocab]` of its own, or the token embedding
+/// transposed when the embeddings are tied (`weight` is then `None`), as in nanoGPT.
+#[derive(Module, Debug)]
+pub struct Head {
+    pub weight: Option<Param<Tensor<2>>>,
+    pub bias: Option<Param<Tensor<1>>>,
 }
 
 impl Gpt {
@@ -60,7 +68,12 @@ impl Gpt {
         if let Some(cache) = cache {
             cache.len += t;
         }
-        linear(&self.head, layer_norm(&self.ln_f, x)) // [b, t, vocab]
+        let weight = match &self.head.weight {
+            Some(weight) => weight.val(),
+            None => self.wte.weight.val().transpose(), // [d, vocab]
+        };
+        let bias = self.head.bias.as_ref().map(Param::val);
+        ops::linear(layer_norm(&self.ln_f, x), weight, bias) // [b, t, vocab]
     }
 
     /// Mean cross-entropy of the next-token predictions: `targets` is `tokens` shifted by one.

@@ -13,5 +13,5 @@ pub use attention::{CausalSelfAttention, LayerCache};
 pub use block::{Block, Mlp};
 pub use config::GptConfig;
 pub use export::{from_safetensors, to_safetensors};
-pub use gpt::{Gpt, KvCache, cross_entropy};
+pub use gpt::{Gpt, Head, KvCache, cross_entropy};
 pub use layers::LAYER_NORM_EPS;

@@ -1,5 +1,6 @@
-//! `ember`: tools around training runs. `ember export` writes a run's weights as safetensors;
-//! `ember bench` measures training throughput.
+//! `ember`: tools around training runs. `ember export` writes a run's weights as safetensors,
+//! `ember import` reads them (or a nanoGPT state dict) back into a run folder, `ember bench`
+//! measures training throughput.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use ember::bench::BenchSpec;
+use ember::import::ImportSpec;
 use ember::saved::SavedModel;
 use ember_model::to_safetensors;
 use ember_train::run_dir::atomic_write;
@@ -30,6 +32,12 @@ enum Command {
         /// The file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Turn a safetensors file with nanoGPT's names (a nanoGPT state dict or an Ember export)
+    /// into a run folder that `generate` reads and `train --resume` fine-tunes.
+    Import {
+        #[command(flatten)]
+        spec: ImportSpec,
     },
     /// Time training steps of a preset after a warm-up: tokens/s, phases, GFLOP/s, share of the
     /// measured matmul ceiling, peak RSS. Run on a quiet machine.
@@ -66,6 +74,17 @@ fn run(args: Args) -> Result<()> {
                 out.display(),
                 bytes.len(),
                 saved.checkpoint.display()
+            );
+            Ok(())
+        }
+        Command::Import { spec } => {
+            let checkpoint = ember::import::run(&spec)?;
+            println!(
+                "imported {} into {}\nnext: generate --run {} | train --resume {} --steps N",
+                spec.from.display(),
+                checkpoint.display(),
+                spec.run.display(),
+                spec.run.display()
             );
             Ok(())
         }

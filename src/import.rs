@@ -1,0 +1,133 @@
+//! `ember import`: a safetensors file with nanoGPT's tensor names (a nanoGPT `GPT` state dict, or
+//! an Ember export) becomes a run folder that `generate` samples from and `train --resume`
+//! fine-tunes: the weights as a step-0 checkpoint with a fresh AdamW state.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::module::Module;
+use ember_model::from_safetensors;
+use ember_train::RunConfig;
+use ember_train::checkpoint::{CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION};
+use ember_train::corpus::TINY_SHAKESPEARE;
+use ember_train::optim::adamw;
+use ember_train::run_dir::{atomic_write, create_run_dir};
+use ember_train::tokenizer::CharTokenizer;
+
+/// What to import, and where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportSpec {
+    /// The safetensors file (nanoGPT names: transformer.wte.weight, transformer.h.0..., lm_head).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// The run folder to create (it must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// The vocabulary: an Ember vocab.json, or a text file whose characters are the vocabulary
+    /// (what nanoGPT's character-level prepare.py computes). Default: the file's `vocab`
+    /// metadata, else the characters of the training text (--data).
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// The training text for fine-tuning (data.path) [default: Tiny Shakespeare, built in].
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Attention heads, when the file does not say (no tensor's shape shows it).
+    #[arg(long)]
+    pub n_head: Option<usize>,
+}
+
+/// Writes the run folder; returns its step-0 checkpoint.
+pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
+    let bytes = std::fs::read(&spec.from)
+        .with_context(|| format!("{}: cannot read", spec.from.display()))?;
+    let device = crate::backend::select("auto", 0)
+        .map_err(|e| anyhow!(e))?
+        .device;
+    let (model, gpt, metadata) = from_safetensors(&bytes, &device, spec.n_head)
+        .map_err(|e| anyhow!("{}: {e}", spec.from.display()))?;
+    let tokenizer = vocabulary(spec, metadata.get("vocab"))?;
+    if tokenizer.vocab_size() != gpt.vocab_size {
+        bail!(
+            "the vocabulary has {} characters but the model's embedding has {} rows; give the \
+             vocabulary the model was trained with (--vocab FILE)",
+            tokenizer.vocab_size(),
+            gpt.vocab_size
+        );
+    }
+
+    let mut config = RunConfig::default();
+    let m = &mut config.model;
+    (m.d_model, m.n_layer, m.n_head, m.context) =
+        (gpt.d_model, gpt.n_layer, gpt.n_head, gpt.context);
+    (m.bias, m.tie_embeddings, m.head_bias) = (gpt.bias, gpt.tie_embeddings, gpt.head_bias);
+    if let Some(data) = &spec.data {
+        config.data.path = data.to_string_lossy().into_owned();
+    }
+    let (parent, name) = split_run_path(&spec.run)?;
+    config.run.out = parent.to_path_buf();
+    config.run.name = name.clone();
+    let run_dir = create_run_dir(parent, &name, "import").map_err(|e| anyhow!(e))?;
+    let write = |file: &str, text: &str| {
+        let path = run_dir.join(file);
+        atomic_write(&path, text.as_bytes()).with_context(|| format!("{}", path.display()))
+    };
+    write("config.toml", &config.to_toml())?;
+    write("vocab.json", &tokenizer.to_json())?;
+
+    let failed = |e: &dyn std::fmt::Display| anyhow!("cannot serialize the checkpoint: {e}");
+    let files = CheckpointFiles {
+        model: model
+            .into_record()
+            .into_bytes()
+            .map_err(|e| failed(&e))?
+            .to_vec(),
+        optimizer: adamw(&config.train)
+            .into_bytes()
+            .map_err(|e| failed(&e))?
+            .to_vec(),
+        state: CheckpointState {
+            format_version: FORMAT_VERSION,
+            step: 0,
+            train_time_s: 0.0,
+            ember_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        config_toml: config.to_toml(),
+        vocab_json: tokenizer.to_json(),
+    };
+    Checkpoints::new(&run_dir, config.train.keep_last)
+        .save(&files)
+        .with_context(|| format!("{}: cannot write the checkpoint", run_dir.display()))
+}
+
+/// The tokenizer `spec` asks for (see [`ImportSpec::vocab`]).
+fn vocabulary(spec: &ImportSpec, metadata_vocab: Option<&String>) -> Result<CharTokenizer> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+    };
+    match (&spec.vocab, metadata_vocab, &spec.data) {
+        (Some(path), _, _) if path.extension().is_some_and(|e| e == "json") => {
+            CharTokenizer::from_json(&read(path)?).map_err(|e| anyhow!("{}: {e}", path.display()))
+        }
+        (Some(path), _, _) => Ok(CharTokenizer::from_text(&read(path)?)),
+        (None, Some(json), _) => {
+            CharTokenizer::from_json(json).map_err(|e| anyhow!("the file's vocab metadata: {e}"))
+        }
+        (None, None, Some(data)) => Ok(CharTokenizer::from_text(&read(data)?)),
+        (None, None, None) => Ok(CharTokenizer::from_text(TINY_SHAKESPEARE)),
+    }
+}
+
+/// `runs/name` → (`runs`, `name`).
+fn split_run_path(run: &Path) -> Result<(&Path, String)> {
+    let name = run.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        anyhow!(
+            "--run {}: expected a folder path such as runs/imported",
+            run.display()
+        )
+    })?;
+    let parent = run
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((parent, name.to_string()))
+}
