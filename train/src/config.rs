@@ -159,7 +159,7 @@ impl Default for ModelSection {
 impl Default for TrainSection {
     fn default() -> Self {
         Self {
-            steps: 600,
+            steps: 3000,
             batch_size: 32,
             lr: 1e-3,
             min_lr: 1e-4,

@@ -6,7 +6,7 @@
 pub const TINY_SHAKESPEARE: &str = include_str!("../../data/tinyshakespeare.txt");
 
 /// What the default text is called in banners and errors.
-pub const TINY_SHAKESPEARE_NAME: &str = "Tiny Shakespeare (built in)";
+pub const TINY_SHAKESPEARE_NAME: &str = "Tiny Shakespeare, built in";
 
 #[cfg(test)]
 mod tests {
