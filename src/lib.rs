@@ -4,7 +4,9 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod eval;
 pub mod import;
 pub mod memory;
 pub mod progress;
+pub mod report;
 pub mod saved;

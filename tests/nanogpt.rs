@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{cpu, values};
+use common::{cpu, out_err, values};
 use ember_model::{from_safetensors, to_safetensors};
 use safetensors::SafeTensors;
 
@@ -97,14 +97,6 @@ fn ember(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn out_err(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -4,11 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::out_err;
 use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
@@ -105,14 +106,6 @@ fn train_bin(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_train"));
     cmd.args(args);
     cmd
-}
-
-fn out_err(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 const TINY: [&str; 12] = [

@@ -1,6 +1,7 @@
 //! `ember`: tools around training runs. `ember export` writes a run's weights as safetensors,
-//! `ember import` reads them (or a nanoGPT state dict) back into a run folder, `ember bench`
-//! measures training throughput.
+//! `ember import` reads them (or a nanoGPT state dict) back into a run folder, `ember report`
+//! draws runs' metrics, `ember eval` scores a checkpoint on a text file, `ember bench` measures
+//! training throughput.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use ember::bench::BenchSpec;
+use ember::eval::EvalSpec;
 use ember::import::ImportSpec;
+use ember::report;
 use ember::saved::SavedModel;
 use ember_model::to_safetensors;
 use ember_train::run_dir::atomic_write;
@@ -38,6 +41,25 @@ enum Command {
     Import {
         #[command(flatten)]
         spec: ImportSpec,
+    },
+    /// Draw runs' metrics (loss, learning rate, tokens/s, memory against step) as an SVG
+    /// picture; several runs are overlaid with the config keys they differ in.
+    Report {
+        /// Run folders.
+        #[arg(required = true, value_name = "RUN")]
+        runs: Vec<PathBuf>,
+        /// The picture to write [default: RUN/report.svg for one run, ember-report.svg for
+        /// several].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Loss on a logarithmic axis.
+        #[arg(long)]
+        log_loss: bool,
+    },
+    /// A checkpoint's loss on a whole text file, in nats and bits per character.
+    Eval {
+        #[command(flatten)]
+        spec: EvalSpec,
     },
     /// Time training steps of a preset after a warm-up: tokens/s, phases, GFLOP/s, share of the
     /// measured matmul ceiling, peak RSS. Run on a quiet machine.
@@ -85,6 +107,35 @@ fn run(args: Args) -> Result<()> {
                 checkpoint.display(),
                 spec.run.display(),
                 spec.run.display()
+            );
+            Ok(())
+        }
+        Command::Report {
+            runs,
+            out,
+            log_loss,
+        } => {
+            let series = runs
+                .iter()
+                .map(|run| report::load_run(run))
+                .collect::<Result<Vec<_>>>()?;
+            let out = out.unwrap_or_else(|| report::default_out(&runs));
+            report::write_svg(&series, &out, report::ReportOptions { log_loss })?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Eval { spec } => {
+            let r = ember::eval::run(&spec)?;
+            println!(
+                "{} on {} (step {}): {} characters, {} predicted: loss {:.4}, {:.4} bits per character, perplexity {:.3}",
+                spec.data.display(),
+                spec.run.display(),
+                r.step,
+                r.characters,
+                r.predictions,
+                r.loss,
+                r.bits_per_char(),
+                r.perplexity()
             );
             Ok(())
         }

@@ -9,6 +9,7 @@ use ember::backend;
 use ember::cli::TrainArgs;
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::{Progress, mib};
+use ember::report;
 use ember_train::checkpoint;
 use ember_train::corpus::{TINY_SHAKESPEARE, TINY_SHAKESPEARE_NAME};
 use ember_train::{RunConfig, Trainer};
@@ -88,6 +89,7 @@ fn run(args: &TrainArgs) -> Result<()> {
         signal_hook::flag::register(signal, trainer.stop_flag())?;
     }
 
+    let started = std::time::Instant::now();
     // The memory scope first: it opens each step before, and accounts before, the display.
     let mut hooks = (
         MemoryScope::new(
@@ -100,6 +102,7 @@ fn run(args: &TrainArgs) -> Result<()> {
     let summary = selected.run(|| trainer.train(&mut hooks));
     hooks.1.finish();
     let summary = summary?;
+    let wall_s = started.elapsed().as_secs_f64();
     let eval = summary
         .last_eval
         .map(|e| format!(" | val loss {:.4} (train {:.4})", e.val_loss, e.train_loss))
@@ -114,6 +117,7 @@ fn run(args: &TrainArgs) -> Result<()> {
         mib(summary.peak_rss_bytes),
     );
     println!("{}", hooks.0.summary());
+    print_run_table(trainer.run_dir(), &summary, wall_s);
     if let Some(path) = &summary.last_checkpoint {
         println!("checkpoint {}", path.display());
     }
@@ -125,6 +129,50 @@ fn run(args: &TrainArgs) -> Result<()> {
     }
     println!("run folder {}", trainer.run_dir().display());
     Ok(())
+}
+
+/// The end-of-run table, and the run's report picture (a picture that cannot be drawn is a
+/// warning: the run itself succeeded).
+fn print_run_table(run_dir: &std::path::Path, summary: &ember_train::Summary, wall_s: f64) {
+    let series = report::load_run(run_dir);
+    let picture = series.as_ref().map_err(|e| e.to_string()).and_then(|s| {
+        let out = run_dir.join("report.svg");
+        report::write_svg(
+            std::slice::from_ref(s),
+            &out,
+            report::ReportOptions::default(),
+        )
+        .map(|()| out)
+        .map_err(|e| e.to_string())
+    });
+    let best = series.ok().and_then(|s| {
+        s.get("val_loss")
+            .iter()
+            .copied()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    });
+    println!("---- run summary ----");
+    if let Some(e) = summary.last_eval {
+        println!(
+            "final loss       train {:.4} | val {:.4} ({:.3} bits/char)",
+            e.train_loss,
+            e.val_loss,
+            e.val_loss / std::f64::consts::LN_2
+        );
+    }
+    if let Some((step, loss)) = best {
+        println!("best val loss    {loss:.4} at step {step}");
+    }
+    println!(
+        "time             {wall_s:.1}s wall, {:.1}s training | {:.0} tokens/s | peak RSS {}",
+        summary.train_time_s,
+        summary.tokens_per_sec,
+        mib(summary.peak_rss_bytes)
+    );
+    match picture {
+        Ok(path) => println!("report           {}", path.display()),
+        Err(e) => eprintln!("warning: no report picture: {e}"),
+    }
 }
 
 /// The training text: the file at `path`, or Tiny Shakespeare when `path` is empty.

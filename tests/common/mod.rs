@@ -84,3 +84,12 @@ pub fn tiny_config(out: &Path, sets: &[&str]) -> RunConfig {
         .and_then(ConfigBuilder::build)
         .unwrap()
 }
+
+/// A finished command's stdout and stderr together, for assertion messages.
+pub fn out_err(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}

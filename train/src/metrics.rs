@@ -25,6 +25,10 @@ pub struct StepRecord {
     pub train_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// Bits per character of the validation loss (`val_loss / ln 2`), the figure character-level
+    /// language-model papers report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_bpc: Option<f64>,
     /// Where this step's training time went (not written to `metrics.jsonl`).
     #[serde(skip)]
     pub phases: crate::trainer::PhaseTimes,

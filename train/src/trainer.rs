@@ -368,6 +368,7 @@ impl Trainer {
                 elapsed_s: start.elapsed().as_secs_f64(),
                 train_loss: eval.map(|e| e.train_loss),
                 val_loss: eval.map(|e| e.val_loss),
+                val_bpc: eval.map(|e| e.val_loss / std::f64::consts::LN_2),
                 phases,
                 logged: step == 1
                     || step == t.steps

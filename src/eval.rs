@@ -1,0 +1,120 @@
+//! `ember eval`: the loss of a checkpoint on a whole text file, in bits per character too: every
+//! character after the first is predicted once, from the characters before it in its window
+//! (non-overlapping windows of the model's context, batched), as papers report it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::{Int, Tensor, TensorData};
+use ember_model::cross_entropy;
+
+use crate::backend;
+use crate::saved::SavedModel;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalSpec {
+    /// A run folder (its latest checkpoint) or a checkpoint folder.
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// The UTF-8 text to score (all of it).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU worker threads, 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// What an evaluation found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalReport {
+    pub characters: usize,
+    /// Characters predicted (all but the first).
+    pub predictions: usize,
+    pub step: usize,
+    /// Mean negative log-likelihood per character, in nats.
+    pub loss: f64,
+}
+
+impl EvalReport {
+    pub fn bits_per_char(&self) -> f64 {
+        self.loss / std::f64::consts::LN_2
+    }
+
+    pub fn perplexity(&self) -> f64 {
+        self.loss.exp()
+    }
+}
+
+pub fn run(spec: &EvalSpec) -> Result<EvalReport> {
+    if spec.batch_size == 0 {
+        bail!("--batch-size 0: expected a positive number of windows");
+    }
+    let selected = backend::select(&spec.device, spec.threads).map_err(|e| anyhow!(e))?;
+    let saved = SavedModel::load(&spec.run, &selected.device)?;
+    let path = spec.data.display();
+    let text = std::fs::read_to_string(&spec.data)
+        .with_context(|| format!("{path}: cannot read as UTF-8 text"))?;
+    let tokens = saved.tokenizer.encode(&text).map_err(|e| {
+        let (line, column) = line_column(&text, e.index);
+        anyhow!(
+            "{path}:{line}:{column}: character {:?} (U+{:04X}) is not in the vocabulary of {} ({} characters); \
+             evaluate on text made of the characters the model was trained on",
+            e.ch,
+            e.code,
+            saved.checkpoint.display(),
+            saved.tokenizer.vocab_size()
+        )
+    })?;
+    if tokens.len() < 2 {
+        bail!("{path}: needs at least two characters (one to predict from, one to predict)");
+    }
+    let (context, device) = (saved.model.context(), selected.device.clone());
+    let loss = selected.run(|| {
+        // Window k predicts tokens kT+1 ..= kT+T from tokens kT .. kT+T-1.
+        let windows: Vec<Window> = (0..tokens.len() - 1)
+            .step_by(context)
+            .map(|start| (start, context.min(tokens.len() - 1 - start)))
+            .collect();
+        let mut total = 0.0;
+        // Full windows in batches; the shorter last one alone.
+        let (full, last): (Vec<Window>, Vec<Window>) =
+            windows.iter().partition(|(_, len)| *len == context);
+        for group in full.chunks(spec.batch_size).chain(last.chunks(1)) {
+            let len = group[0].1;
+            let ids = |offset: usize| -> Tensor<2, Int> {
+                let values: Vec<i64> = group
+                    .iter()
+                    .flat_map(|&(start, _)| &tokens[start + offset..start + offset + len])
+                    .map(|&t| i64::from(t))
+                    .collect();
+                Tensor::from_data(TensorData::new(values, [group.len(), len]), &device)
+            };
+            let mean = cross_entropy(saved.model.forward(ids(0)), ids(1));
+            total += f64::from(mean.into_scalar::<f32>()) * (group.len() * len) as f64;
+        }
+        total / (tokens.len() - 1) as f64
+    });
+    Ok(EvalReport {
+        characters: tokens.len(),
+        predictions: tokens.len() - 1,
+        step: saved.state.step,
+        loss,
+    })
+}
+
+/// A window of the text: its first position and how many positions it predicts.
+type Window = (usize, usize);
+
+/// 1-based line and column of the character at `index`.
+fn line_column(text: &str, index: usize) -> (usize, usize) {
+    let before: Vec<char> = text.chars().take(index).collect();
+    let line = 1 + before.iter().filter(|&&c| c == '\n').count();
+    let column = 1 + before.iter().rev().take_while(|&&c| c != '\n').count();
+    (line, column)
+}
