@@ -5,7 +5,34 @@ use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use gemm_common::Parallelism;
+
 use super::math;
+
+/// The gemm crate's matrix product for one element type: `dst = alpha·dst + beta·lhs·rhs`
+/// (`alpha` only when `read_dst`), every matrix given by a pointer and its column and row
+/// strides.
+pub type GemmFn<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    *mut T,
+    isize,
+    isize,
+    bool,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    isize,
+    T,
+    T,
+    bool,
+    bool,
+    bool,
+    Parallelism,
+);
 
 /// A real number type a kernel computes in.
 pub trait Float:
@@ -43,6 +70,8 @@ pub trait Float:
     /// The complementary error function `1 - erf x`; for `f32` a polynomial with a relative
     /// error below 1.2e-7 that vectorizes ([`math::erfc_f32`]).
     fn erfc(self) -> Self;
+    /// The matrix product for this type (picks its kernels for the processor at first use).
+    fn gemm() -> GemmFn<Self>;
 }
 
 impl Float for f32 {
@@ -82,6 +111,9 @@ impl Float for f32 {
     fn erfc(self) -> Self {
         math::erfc_f32(self)
     }
+    fn gemm() -> GemmFn<Self> {
+        gemm_f32::gemm::f32::get_gemm_fn()
+    }
 }
 
 impl Float for f64 {
@@ -119,5 +151,8 @@ impl Float for f64 {
     #[inline(always)]
     fn erfc(self) -> Self {
         libm::erfc(self)
+    }
+    fn gemm() -> GemmFn<Self> {
+        gemm_f64::gemm::f64::get_gemm_fn()
     }
 }

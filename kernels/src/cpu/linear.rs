@@ -9,7 +9,7 @@
 
 use std::mem::MaybeUninit;
 
-use gemm::Parallelism;
+use gemm_common::Parallelism;
 use rayon::prelude::*;
 
 use super::Float;
@@ -92,24 +92,26 @@ fn matmul<E: Float>(
         Parallelism::None
     };
     let ((a_cs, a_rs), (b_cs, b_rs)) = (a.strides(), b.strides());
+    // gemm's kernels want a column-major destination; `c` is row-major, so they compute
+    // `cᵀ = bᵀ·aᵀ` (what the `gemm` facade crate does before calling them).
     // SAFETY: `check` bounds both operands inside their slices, `c` is exactly `m × n`, and
     // `c` does not alias `a` or `b` (it is borrowed mutably). With `read_dst` false, gemm
     // writes every element of `c` without reading it, so `c` may start uninitialized.
     unsafe {
-        gemm::gemm(
-            m,
+        E::gemm()(
             n,
+            m,
             k,
             c.as_mut_ptr().cast::<E>(),
-            1,
             n as isize,
+            1,
             output == Output::Accumulate,
-            a.values.as_ptr(),
-            a_cs,
-            a_rs,
             b.values.as_ptr(),
-            b_cs,
             b_rs,
+            b_cs,
+            a.values.as_ptr(),
+            a_rs,
+            a_cs,
             E::ONE,
             E::ONE,
             false,
