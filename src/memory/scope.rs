@@ -23,6 +23,10 @@ pub struct MemoryScope {
     after_warmup: Option<Snapshot>,
     last: Option<Snapshot>,
     leaky_steps: usize,
+    /// Steps this scope has closed. The warm-up counts from the first step of this process, not
+    /// step 1: a resumed run's first steps allocate what a new run's did (optimizer state
+    /// rebuilt from the checkpoint, caches), and were reported as leaks.
+    steps_seen: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +53,7 @@ impl MemoryScope {
             after_warmup: None,
             last: None,
             leaky_steps: 0,
+            steps_seen: 0,
         }
     }
 
@@ -87,7 +92,8 @@ impl StepHooks for MemoryScope {
             rss: rss_bytes(),
         };
         self.last = Some(snapshot);
-        if step == self.config.warmup_steps.max(1) {
+        self.steps_seen += 1;
+        if self.steps_seen == self.config.warmup_steps.max(1) {
             self.after_warmup = Some(snapshot);
         }
         let extra = &mut record.extra;
@@ -102,7 +108,7 @@ impl StepHooks for MemoryScope {
             self.trimmed_since_log = 0;
         }
         if self.counters.is_active()
-            && step > self.config.warmup_steps
+            && self.steps_seen > self.config.warmup_steps
             && kept > self.config.tolerance_bytes as i64
         {
             self.leaky_steps += 1;
