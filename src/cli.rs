@@ -73,6 +73,15 @@ pub struct TrainArgs {
     /// Override any config value: --set section.key=value (repeatable), e.g. --set train.lr=3e-4.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
+    /// With --resume: let --set change the optimizer's settings (train.lr, min_lr, warmup,
+    /// weight_decay, beta1, beta2, eps, grad_clip), to continue after a divergence with a lower
+    /// learning rate. The run is then no longer identical to an uninterrupted one; the change is
+    /// recorded in metrics.jsonl and in every later checkpoint.
+    #[arg(long, requires = "resume")]
+    pub change_optimizer: bool,
+    /// Start even if the memory estimate exceeds the memory available.
+    #[arg(long)]
+    pub skip_memory_check: bool,
     /// Log each phase of the first steps (as RUST_LOG=debug).
     #[arg(long)]
     pub debug: bool,

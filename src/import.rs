@@ -10,6 +10,7 @@ use ember_model::from_safetensors;
 use ember_train::RunConfig;
 use ember_train::checkpoint::{CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION};
 use ember_train::corpus::TINY_SHAKESPEARE;
+use ember_train::lock::RunLock;
 use ember_train::optim::adamw;
 use ember_train::run_dir::{atomic_write, create_run_dir};
 use ember_train::tokenizer::CharTokenizer;
@@ -67,6 +68,7 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
     config.run.out = parent.to_path_buf();
     config.run.name = name.clone();
     let run_dir = create_run_dir(parent, &name, "import").map_err(|e| anyhow!(e))?;
+    let _lock = RunLock::acquire(&run_dir).map_err(|e| anyhow!(e))?;
     let write = |file: &str, text: &str| {
         let path = run_dir.join(file);
         atomic_write(&path, text.as_bytes()).with_context(|| format!("{}", path.display()))
@@ -90,13 +92,12 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
             step: 0,
             train_time_s: 0.0,
             ember_version: env!("CARGO_PKG_VERSION").to_string(),
+            changes: Vec::new(),
         },
         config_toml: config.to_toml(),
         vocab_json: tokenizer.to_json(),
     };
-    Checkpoints::new(&run_dir, config.train.keep_last)
-        .save(&files)
-        .with_context(|| format!("{}: cannot write the checkpoint", run_dir.display()))
+    Ok(Checkpoints::new(&run_dir, config.train.keep_last).save(&files)?)
 }
 
 /// The tokenizer `spec` asks for (see [`ImportSpec::vocab`]).

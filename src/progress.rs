@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ember_train::StepHooks;
 use ember_train::metrics::{EvalRecord, StepRecord};
+use ember_train::sys::mib;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
@@ -86,9 +87,4 @@ impl StepHooks for Progress {
     fn on_sample(&mut self, step: usize, text: &str) {
         self.println(format!("---- sample at step {step} ----\n{text}\n----"));
     }
-}
-
-/// Bytes as MiB with one decimal.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }

@@ -87,6 +87,8 @@ fn stopping_and_resuming_is_bit_exact() {
         "{}",
         ckpt.display()
     );
+    // The first trainer holds the run folder until it is dropped, as a process until it exits.
+    drop(first);
     let files = checkpoint::load(&ckpt).unwrap();
     let mut second = Trainer::resume(halves, text, &ckpt, files, common::cpu()).unwrap();
     assert_eq!(second.start_step(), 10);
@@ -254,7 +256,10 @@ fn damaged_or_half_written_checkpoints_are_handled() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["latest", "step-0000015", "step-0000020"]);
+    assert_eq!(
+        names,
+        ["latest", "step-0000015", "step-0000020", "write.lock"]
+    );
 
     // A crash in the middle of writing the next checkpoint leaves a temporary folder behind;
     // `latest` still names the last complete one, which loads.
@@ -266,26 +271,49 @@ fn damaged_or_half_written_checkpoints_are_handled() {
     );
     assert!(checkpoint::load(&ckpts.join("step-0000020")).is_ok());
 
-    // A flipped byte is caught by the manifest.
+    // A flipped byte is caught by the manifest: resuming the run names the damaged checkpoint
+    // and continues from the newest one that verifies.
     let model = ckpts.join("step-0000020/model.bpk");
     let mut bytes = std::fs::read(&model).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&model, bytes).unwrap();
+    let o = train_bin(&["--resume", run.to_str().unwrap(), "--steps", "22"])
+        .output()
+        .unwrap();
+    let text = out_err(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("step-0000020/model.bpk: checksum mismatch")
+            && text.contains("step-0000015, the newest checkpoint that verifies")
+            && text.contains("resuming after step 15"),
+        "{text}"
+    );
+    // The damaged checkpoint was rewritten by the resumed run (same step), so damage them all:
+    // with none left to verify, a one-line error.
+    for step in ["step-0000015", "step-0000020", "step-0000022"] {
+        let path = ckpts.join(step).join("state.json");
+        if path.exists() {
+            std::fs::write(&path, b"{}").unwrap();
+        }
+    }
     let o = train_bin(&["--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(text.contains("no checkpoint verifies"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    // A checkpoint named explicitly is that one or an error, never another.
+    let o = train_bin(&["--resume", ckpts.join("step-0000022").to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!o.status.success());
     assert!(
-        out_err(&o).contains("step-0000020/model.bpk: checksum mismatch"),
+        out_err(&o).contains("step-0000022/state.json: checksum mismatch"),
         "{}",
         out_err(&o)
     );
-    // The older checkpoint still resumes.
-    let o = train_bin(&["--resume", ckpts.join("step-0000015").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out_err(&o));
 }
 
 #[test]

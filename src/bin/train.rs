@@ -8,10 +8,13 @@ use clap::Parser;
 use ember::backend;
 use ember::cli::TrainArgs;
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
-use ember::progress::{Progress, mib};
+use ember::progress::Progress;
 use ember::report;
 use ember_train::checkpoint;
 use ember_train::corpus::{TINY_SHAKESPEARE, TINY_SHAKESPEARE_NAME};
+use ember_train::footprint::Footprint;
+use ember_train::sys::{available_memory_bytes, mib};
+use ember_train::tokenizer::CharTokenizer;
 use ember_train::{RunConfig, Trainer};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
@@ -28,9 +31,11 @@ fn main() -> ExitCode {
 fn run(args: &TrainArgs) -> Result<()> {
     let resume = match &args.resume {
         Some(path) => {
-            let dir = checkpoint::resolve(path).map_err(|e| anyhow!("--resume: {e}"))?;
-            let files = checkpoint::load(&dir).map_err(|e| anyhow!("--resume: {e}"))?;
-            Some((dir, files))
+            let opened = checkpoint::open(path).map_err(|e| anyhow!("--resume: {e}"))?;
+            if let Some(note) = opened.fallback_note() {
+                eprintln!("warning: {note}");
+            }
+            Some((opened.dir, opened.files))
         }
         None => None,
     };
@@ -40,7 +45,7 @@ fn run(args: &TrainArgs) -> Result<()> {
             let saved: RunConfig =
                 toml::from_str(&files.config_toml).with_context(|| source.clone())?;
             let config = args.resolve_resume(&files.config_toml, &source)?;
-            if let Some(conflict) = config.resume_conflict(&saved) {
+            if let Some(conflict) = config.resume_conflict(&saved, args.change_optimizer) {
                 bail!("--resume: {conflict}");
             }
             (config, String::new())
@@ -54,6 +59,7 @@ fn run(args: &TrainArgs) -> Result<()> {
     if let Some(advice) = backend::matmul_advice() {
         println!("note: {advice}");
     }
+    check_memory(&config, &text, selected.is_cpu(), args.skip_memory_check)?;
     let m = &config.model;
     let source = if config.data.path.is_empty() {
         TINY_SHAKESPEARE_NAME
@@ -81,6 +87,18 @@ fn run(args: &TrainArgs) -> Result<()> {
     );
     if trainer.start_step() > 0 {
         println!("resuming after step {}", trainer.start_step());
+    }
+    let now_changed: Vec<_> = trainer
+        .changes()
+        .iter()
+        .filter(|c| c.step == trainer.start_step())
+        .map(|c| format!("{} {} -> {}", c.key, c.from, c.to))
+        .collect();
+    if !now_changed.is_empty() {
+        println!(
+            "note: changed on resume: {}; from here on this run is no longer identical to an uninterrupted one (recorded in metrics.jsonl and the checkpoints)",
+            now_changed.join(", ")
+        );
     }
     println!("run folder {}", trainer.run_dir().display());
     // Ctrl-C or SIGTERM: finish the step, save a checkpoint, exit 0. A second one exits at once.
@@ -173,6 +191,26 @@ fn print_run_table(run_dir: &std::path::Path, summary: &ember_train::Summary, wa
         Ok(path) => println!("report           {}", path.display()),
         Err(e) => eprintln!("warning: no report picture: {e}"),
     }
+}
+
+/// Prints the memory estimate and refuses a run that cannot fit in the memory available (on the
+/// CPU backends; a GPU's memory is not known before its runtime starts), before anything big is
+/// allocated.
+fn check_memory(config: &RunConfig, text: &str, cpu: bool, skip: bool) -> Result<()> {
+    let vocab_size = CharTokenizer::from_text(text).vocab_size();
+    let footprint = Footprint::estimate(config, vocab_size, text.chars().count());
+    let available = available_memory_bytes();
+    let free = available.map_or_else(|| "unknown".to_string(), mib);
+    println!(
+        "memory estimate {} | available {free}",
+        footprint.describe()
+    );
+    match available.and_then(|a| footprint.refusal(a)) {
+        Some(why) if cpu && !skip => bail!("{why}"),
+        Some(why) if cpu => println!("warning: {why} (--skip-memory-check given)"),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The training text: the file at `path`, or Tiny Shakespeare when `path` is empty.

@@ -12,16 +12,29 @@
 //! Writes are crash-safe: the folder is written under a temporary name, every file and the
 //! folder are fsync'ed, it is renamed into place, and only then does the `latest` file (itself
 //! replaced atomically) point at it. A crash or `kill -9` at any moment leaves the previous
-//! checkpoint and `latest` intact. The last `keep_last` checkpoints are kept.
+//! checkpoint and `latest` intact; a write that fails (a full disk) removes its temporary
+//! folder and leaves them intact too. The last `keep_last` checkpoints are kept.
+//!
+//! Readers take the checkpoints folder's shared lock (see `lock.rs`) and, given a run folder,
+//! fall back from a damaged newest checkpoint to the newest one that verifies.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use ember_model::{Gpt, GptConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::TrainSection;
+use crate::lock::CheckpointLock;
+use crate::optim::adamw;
 use crate::run_dir::atomic_write;
+use crate::sys::{free_disk_bytes, mib};
 
 /// Bumped whenever the layout or meaning of a checkpoint changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -36,6 +49,37 @@ pub struct CheckpointState {
     pub step: usize,
     pub train_time_s: f64,
     pub ember_version: String,
+    /// Settings changed on resume with `--change-optimizer`, oldest first: from this step on
+    /// the run is no longer what an uninterrupted one would have been.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<SettingChange>,
+}
+
+/// One setting changed when a run was resumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingChange {
+    /// The checkpoint's step the run resumed from.
+    pub step: usize,
+    /// `section.key`.
+    pub key: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// A checkpoint that could not be written. The temporary folder is gone and the previous
+/// checkpoint and `latest` are as they were.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot write checkpoint {name} in {}: {error}; it needs {} and {} is free there (the previous checkpoint and `latest` are kept)",
+    dir.display(), mib(*needed), free.map_or_else(|| "an unknown amount".to_string(), mib)
+)]
+pub struct SaveError {
+    pub dir: PathBuf,
+    pub name: String,
+    /// Bytes the checkpoint's files take.
+    pub needed: u64,
+    pub free: Option<u64>,
+    pub error: std::io::Error,
 }
 
 /// The files of a checkpoint, as bytes.
@@ -63,15 +107,10 @@ impl Checkpoints {
 
     /// Writes a checkpoint atomically, points `latest` at it and prunes old ones; returns its
     /// folder.
-    pub fn save(&self, files: &CheckpointFiles) -> std::io::Result<PathBuf> {
-        fs::create_dir_all(&self.dir)?;
+    pub fn save(&self, files: &CheckpointFiles) -> Result<PathBuf, SaveError> {
         let name = format!("step-{:07}", files.state.step);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
-        }
-        fs::create_dir(&tmp)?;
-        let state = serde_json::to_vec_pretty(&files.state).map_err(std::io::Error::other)?;
+        let state = serde_json::to_vec_pretty(&files.state).expect("the state serializes");
         let entries: [(&str, &[u8]); 5] = [
             ("model.bpk", &files.model),
             ("optimizer.bpk", &files.optimizer),
@@ -79,23 +118,45 @@ impl Checkpoints {
             ("config.toml", files.config_toml.as_bytes()),
             ("vocab.json", files.vocab_json.as_bytes()),
         ];
+        let result = fs::create_dir_all(&self.dir)
+            .and_then(|()| CheckpointLock::write(&self.dir))
+            .and_then(|_lock| self.write(&name, &tmp, &entries));
+        result.map_err(|error| {
+            // Never leave a half-written folder behind; what failed is the error to report.
+            let _ = fs::remove_dir_all(&tmp);
+            SaveError {
+                dir: self.dir.clone(),
+                needed: entries.iter().map(|(_, b)| b.len() as u64).sum(),
+                free: free_disk_bytes(&self.dir),
+                name,
+                error,
+            }
+        })
+    }
+
+    /// The steps of [`Self::save`] under the write lock.
+    fn write(&self, name: &str, tmp: &Path, entries: &[(&str, &[u8])]) -> std::io::Result<PathBuf> {
+        if tmp.exists() {
+            fs::remove_dir_all(tmp)?;
+        }
+        fs::create_dir(tmp)?;
         let mut manifest = BTreeMap::new();
-        for (file, bytes) in entries {
+        for &(file, bytes) in entries {
             write_synced(&tmp.join(file), bytes)?;
             manifest.insert(file.to_string(), sha256(bytes));
         }
         let manifest = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         write_synced(&tmp.join(MANIFEST), &manifest)?;
-        fs::File::open(&tmp)?.sync_all()?;
-        let dest = self.dir.join(&name);
+        fs::File::open(tmp)?.sync_all()?;
+        let dest = self.dir.join(name);
         if dest.exists() {
             // A checkpoint of the same step from an earlier, interrupted attempt: replace it.
             fs::remove_dir_all(&dest)?;
         }
-        fs::rename(&tmp, &dest)?;
+        fs::rename(tmp, &dest)?;
         fs::File::open(&self.dir)?.sync_all()?;
         atomic_write(&self.dir.join(LATEST), name.as_bytes())?;
-        self.prune(&name)?;
+        self.prune(name)?;
         Ok(dest)
     }
 
@@ -126,11 +187,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf, String> {
     if path.join(MANIFEST).is_file() {
         return Ok(path.to_path_buf());
     }
-    let dir = if path.join(LATEST).is_file() {
-        path.to_path_buf()
-    } else {
-        path.join("checkpoints")
-    };
+    let dir = checkpoints_dir(path);
     let latest = dir.join(LATEST);
     let name = fs::read_to_string(&latest).map_err(|_| {
         format!("{}: no checkpoint here (expected a run folder, its checkpoints folder or a step-N folder)", path.display())
@@ -145,6 +202,92 @@ pub fn resolve(path: &Path) -> Result<PathBuf, String> {
             ckpt.display()
         ))
     }
+}
+
+/// A checkpoint read and verified, and the newer ones passed over because they were damaged.
+pub struct Opened {
+    pub dir: PathBuf,
+    pub files: CheckpointFiles,
+    /// Why each newer checkpoint was passed over, newest first.
+    pub skipped: Vec<String>,
+}
+
+impl Opened {
+    /// What to tell the user when newer checkpoints were passed over.
+    pub fn fallback_note(&self) -> Option<String> {
+        (!self.skipped.is_empty()).then(|| {
+            format!(
+                "{}; using {}, the newest checkpoint that verifies",
+                self.skipped.join("; "),
+                self.dir.display()
+            )
+        })
+    }
+}
+
+/// Reads and verifies the checkpoint `path` names (see [`resolve`]) under the checkpoints' read
+/// lock. A checkpoint folder named itself is that checkpoint or an error; given a run folder or
+/// its checkpoints folder, a latest checkpoint that fails verification is passed over for the
+/// newest older one that verifies, and the reasons are returned in [`Opened::skipped`].
+pub fn open(path: &Path) -> Result<Opened, String> {
+    if path.join(MANIFEST).is_file() {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let _lock = CheckpointLock::read(parent.unwrap_or(Path::new(".")))?;
+        return Ok(Opened {
+            files: load(path)?,
+            dir: path.to_path_buf(),
+            skipped: Vec::new(),
+        });
+    }
+    let _lock = CheckpointLock::read(&checkpoints_dir(path))?;
+    let latest = resolve(path)?;
+    let mut skipped = Vec::new();
+    for candidate in std::iter::once(latest.clone()).chain(older_than(&latest)) {
+        match load(&candidate) {
+            Ok(files) => {
+                return Ok(Opened {
+                    dir: candidate,
+                    files,
+                    skipped,
+                });
+            }
+            Err(reason) => skipped.push(reason),
+        }
+    }
+    Err(format!(
+        "{}: no checkpoint verifies ({})",
+        checkpoints_dir(path).display(),
+        skipped.join("; ")
+    ))
+}
+
+/// The checkpoints folder of a run folder, or the folder itself if it holds `latest`.
+fn checkpoints_dir(path: &Path) -> PathBuf {
+    if path.join(LATEST).is_file() {
+        path.to_path_buf()
+    } else {
+        path.join("checkpoints")
+    }
+}
+
+/// The `step-N` folders beside `checkpoint` with a lower step, newest first.
+fn older_than(checkpoint: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (checkpoint.parent(), checkpoint.file_name()) else {
+        return Vec::new();
+    };
+    let mut older: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            n.to_string_lossy().starts_with("step-") && n.as_os_str() < name
+        })
+        .map(|e| e.path())
+        .collect();
+    older.sort();
+    older.reverse();
+    older
 }
 
 /// The run folder a checkpoint folder belongs to.
@@ -195,6 +338,35 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, String> {
         vocab_json: text(verified("vocab.json")?, "vocab.json")?,
         state,
     })
+}
+
+/// The model a checkpoint's `model.bpk` holds, for the architecture `gpt`, on `device`.
+pub fn decode_model(gpt: &GptConfig, bytes: Vec<u8>, device: &Device) -> Result<Gpt, String> {
+    let record =
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| e.to_string())?;
+    gpt.init(device)
+        .try_load_record(record)
+        .map_err(|e| e.to_string())
+}
+
+/// The optimizer a checkpoint's `optimizer.bpk` holds, configured by `train`.
+///
+/// Burn 0.22.1 panics on a record with a tensor that has no parameter id ("Optimizer record
+/// tensors should carry a parameter id", found by `tests/fuzz.rs`) instead of returning its
+/// `RecordError`, so the record's tensors are checked first: reading them is zero-copy (the
+/// buffer is shared, so the clone for the check copies nothing).
+pub fn decode_optimizer(train: &TrainSection, bytes: Vec<u8>) -> Result<ModuleOptimizer, String> {
+    let bytes = Bytes::from_bytes_vec(bytes).shared();
+    let tensors = burn_pack::Reader::from_bytes(bytes.clone())
+        .and_then(burn_pack::Reader::into_tensors)
+        .map_err(|e| e.to_string())?;
+    for tensor in tensors {
+        let (name, _, _, param_id, _) = tensor.into_parts().map_err(|e| e.to_string())?;
+        if param_id.is_none() {
+            return Err(format!("tensor `{name}` has no parameter id"));
+        }
+    }
+    adamw(train).from_bytes(bytes).map_err(|e| e.to_string())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

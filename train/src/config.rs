@@ -42,6 +42,20 @@ pub const RESUMABLE_KEYS: [&str; 16] = [
     "memory.leak_policy",
 ];
 
+/// The optimizer's settings, which a resumed run may change only when asked to explicitly
+/// (`train --resume RUN --change-optimizer`), to recover from a divergence: the run then differs
+/// from an uninterrupted one, and says so.
+pub const OPTIMIZER_KEYS: [&str; 8] = [
+    "train.lr",
+    "train.min_lr",
+    "train.warmup",
+    "train.weight_decay",
+    "train.beta1",
+    "train.beta2",
+    "train.eps",
+    "train.grad_clip",
+];
+
 /// The preset a run starts from when none is named.
 pub const DEFAULT_PRESET: &str = "small";
 
@@ -483,28 +497,53 @@ impl RunConfig {
     }
 
     /// Why this config cannot continue a run saved with `saved`: the first key outside
-    /// [`RESUMABLE_KEYS`] whose value differs.
-    pub fn resume_conflict(&self, saved: &RunConfig) -> Option<String> {
+    /// [`RESUMABLE_KEYS`] (and [`OPTIMIZER_KEYS`] when `change_optimizer`) whose value differs.
+    pub fn resume_conflict(&self, saved: &RunConfig, change_optimizer: bool) -> Option<String> {
+        let allowed = |key: &str| {
+            RESUMABLE_KEYS.contains(&key) || change_optimizer && OPTIMIZER_KEYS.contains(&key)
+        };
+        let (name, was, now) = self
+            .differences(saved)
+            .into_iter()
+            .find(|(key, _, _)| !allowed(key))?;
+        let advice = if OPTIMIZER_KEYS.contains(&name.as_str()) {
+            "; to change the optimizer's settings (after a divergence, say), add --change-optimizer"
+        } else {
+            ""
+        };
+        Some(format!(
+            "{name} is {was} in the checkpoint but {now} now; a resumed run may change only {}{advice}",
+            RESUMABLE_KEYS.join(", ")
+        ))
+    }
+
+    /// The optimizer settings ([`OPTIMIZER_KEYS`]) in which this config differs from `saved`,
+    /// as `(key, saved value, value now)`.
+    pub fn optimizer_changes(&self, saved: &RunConfig) -> Vec<(String, String, String)> {
+        self.differences(saved)
+            .into_iter()
+            .filter(|(key, _, _)| OPTIMIZER_KEYS.contains(&key.as_str()))
+            .collect()
+    }
+
+    /// Every `section.key` whose value differs from `saved`'s, as `(key, saved, now)`.
+    fn differences(&self, saved: &RunConfig) -> Vec<(String, String, String)> {
         let table = |c: &RunConfig| toml::Table::try_from(c).expect("a RunConfig is a table");
         let (old, new) = (table(saved), table(self));
+        let mut out = Vec::new();
         for (section, fields) in &old {
             let Some(fields) = fields.as_table() else {
                 continue;
             };
             for (key, was) in fields {
-                let name = format!("{section}.{key}");
                 let now = new.get(section).and_then(|s| s.get(key));
-                if RESUMABLE_KEYS.contains(&name.as_str()) || now == Some(was) {
-                    continue;
+                if now != Some(was) {
+                    let now = now.map_or_else(|| "unset".to_string(), |v| v.to_string());
+                    out.push((format!("{section}.{key}"), was.to_string(), now));
                 }
-                let now = now.map_or_else(|| "unset".to_string(), |v| v.to_string());
-                return Some(format!(
-                    "{name} is {was} in the checkpoint but {now} now; a resumed run may change only {}",
-                    RESUMABLE_KEYS.join(", ")
-                ));
             }
         }
-        None
+        out
     }
 
     /// The resolved configuration as TOML, as saved with each run.

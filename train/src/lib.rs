@@ -5,6 +5,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod corpus;
 pub mod data;
+pub mod footprint;
+pub mod lock;
 pub mod metrics;
 pub mod optim;
 pub mod rng;

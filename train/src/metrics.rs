@@ -49,7 +49,9 @@ pub struct EvalRecord {
 }
 
 /// Drops the lines of steps after `step` (logged after the checkpoint a run resumes from, so
-/// that they are not doubled), rewriting the file atomically. A missing file is left missing.
+/// that they are not doubled), and events at `step` itself (an earlier resume from the same
+/// checkpoint, whose steps are dropped), rewriting the file atomically. A missing file is left
+/// missing.
 pub fn truncate_after(path: &Path, step: usize) -> std::io::Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
@@ -59,8 +61,8 @@ pub fn truncate_after(path: &Path, step: usize) -> std::io::Result<()> {
         .filter(|line| {
             serde_json::from_str::<serde_json::Value>(line)
                 .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= step)
+                .and_then(|v| Some((v["step"].as_u64()? as usize, v.get("event").is_some())))
+                .is_some_and(|(s, event)| s < step || s == step && !event)
         })
         .flat_map(|line| [line, "\n"])
         .collect();

@@ -1,4 +1,6 @@
-//! Process memory as the operating system sees it.
+//! Process memory, free memory and free disk space as the operating system sees them.
+
+use std::path::Path;
 
 /// Resident set size of this process in bytes (0 where the platform does not say).
 pub fn rss_bytes() -> u64 {
@@ -30,8 +32,73 @@ fn rusage_peak() -> u64 {
     }
 }
 
+/// Memory a new allocation can still get without swapping, in bytes: `MemAvailable` on Linux,
+/// lowered to what is left under this process's cgroup limit (a container's `--memory`); the
+/// physical memory elsewhere. `None` where the platform does not say.
+pub fn available_memory_bytes() -> Option<u64> {
+    imp::available_memory_bytes()
+}
+
+/// Free space for an unprivileged user on the filesystem holding `path`, in bytes.
+pub fn free_disk_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct it is given from a NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// `bytes` for people: MiB below a GiB, GiB above.
+pub fn mib(bytes: u64) -> String {
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    if mib < 1024.0 {
+        format!("{mib:.1} MiB")
+    } else {
+        format!("{:.1} GiB", mib / 1024.0)
+    }
+}
+
+/// Physical memory, from `sysconf` (macOS and other Unix systems).
+#[cfg(not(target_os = "linux"))]
+fn physical_memory_bytes() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as u64 * size as u64)
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
+    pub fn available_memory_bytes() -> Option<u64> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let host = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+        Some(cgroup_headroom().map_or(host, |left| left.min(host)))
+    }
+
+    /// What the memory limit of this process's cgroup (as mounted in its namespace, which is
+    /// the container's own in a container) still allows: cgroup v2, then v1.
+    fn cgroup_headroom() -> Option<u64> {
+        let read =
+            |file: &str| -> Option<u64> { std::fs::read_to_string(file).ok()?.trim().parse().ok() };
+        [
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+            (
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(limit, usage)| Some(read(limit)?.saturating_sub(read(usage).unwrap_or(0))))
+    }
+
     pub fn peak_rss_bytes() -> Option<u64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -54,6 +121,10 @@ mod imp {
 
 #[cfg(target_os = "macos")]
 mod imp {
+    pub fn available_memory_bytes() -> Option<u64> {
+        super::physical_memory_bytes()
+    }
+
     pub fn peak_rss_bytes() -> Option<u64> {
         None
     }
@@ -81,6 +152,10 @@ mod imp {
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 mod imp {
+    pub fn available_memory_bytes() -> Option<u64> {
+        super::physical_memory_bytes()
+    }
+
     pub fn peak_rss_bytes() -> Option<u64> {
         None
     }
@@ -97,5 +172,9 @@ mod tests {
         let (now, peak) = (super::rss_bytes(), super::peak_rss_bytes());
         assert!(now > 0 && peak > 0);
         assert!(now <= peak + 4096 * 64, "rss {now} peak {peak}");
+        assert!(super::available_memory_bytes().unwrap() > 0);
+        assert!(super::free_disk_bytes(std::path::Path::new(".")).unwrap() > 0);
+        assert_eq!(super::mib(3 << 19), "1.5 MiB");
+        assert_eq!(super::mib(3 << 29), "1.5 GiB");
     }
 }

@@ -15,16 +15,17 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::Device;
 use ember_model::Gpt;
 use tracing::{debug, info};
 
 use crate::checkpoint::{
-    CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION, run_dir_of,
+    CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION, SaveError, SettingChange,
+    decode_model, decode_optimizer, run_dir_of,
 };
 use crate::config::RunConfig;
 use crate::data::{Dataset, Split};
+use crate::lock::RunLock;
 use crate::metrics::{EvalRecord, MetricsWriter, StepRecord};
 use crate::optim::{adamw, clip_global_norm};
 use crate::rng::{SplitMix64, Stream};
@@ -102,28 +103,39 @@ impl<H: StepHooks + ?Sized> StepHooks for &mut H {
 pub enum TrainError {
     #[error("{0}")]
     Data(String),
+    /// Another process is training in the run folder.
+    #[error("{0}")]
+    RunInUse(String),
     /// A step hook stopped the run (a memory scope in `fail` mode, for one).
     #[error("{0}")]
     Hook(String),
-    #[error("{path}: {source}")]
+    // The io::Error is part of the message, not a `source`: an error chain printed with `{:#}`
+    // would say it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error(
-        "step {step}: the {what} is {value}; training stopped before the update (lower train.lr, or check the data)"
-    )]
+    #[error("step {step}: {error}; free some space, then continue with: train --resume {}", run.display())]
+    CheckpointWrite {
+        step: usize,
+        run: PathBuf,
+        error: SaveError,
+    },
+    #[error("step {step}: the {what} is {value}; training stopped before the update. {recovery}")]
     NonFinite {
         step: usize,
         what: &'static str,
         value: f64,
+        /// What to do next: the last good checkpoint and the command to continue from it.
+        recovery: String,
     },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
+    move |error| TrainError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -160,6 +172,12 @@ pub struct Trainer {
     earlier_train_time: f64,
     stop: Arc<AtomicBool>,
     sync_phases: bool,
+    /// The checkpoint this run resumed from, the last good one until the run saves another.
+    resumed_from: Option<PathBuf>,
+    /// Settings changed on resume, carried into every checkpoint of the run.
+    changes: Vec<SettingChange>,
+    /// This process's hold on the run folder, for as long as the trainer lives.
+    _lock: RunLock,
 }
 
 impl Trainer {
@@ -175,18 +193,30 @@ impl Trainer {
         let data = dataset(&config, &tokenizer, text)?;
         let run_dir =
             create_run_dir(&config.run.out, &config.run.name, stem).map_err(TrainError::Data)?;
+        let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
         let vocab_path = run_dir.join("vocab.json");
         atomic_write(&vocab_path, tokenizer.to_json().as_bytes()).map_err(io(&vocab_path))?;
         let device = device.autodiff();
         device.seed(config.train.seed);
         let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
         let optim = adamw(&config.train);
-        Self::assemble(config, device, tokenizer, data, model, optim, run_dir, None)
+        let parts = Parts {
+            config,
+            device,
+            tokenizer,
+            data,
+            model,
+            optim,
+            run_dir,
+            lock,
+        };
+        Self::assemble(parts, None)
     }
 
     /// Continues the run a checkpoint belongs to, in its run folder, from the step after it.
     /// `config` must pass [`RunConfig::resume_conflict`] against the checkpoint's; `text` must
-    /// have the checkpoint's vocabulary.
+    /// have the checkpoint's vocabulary. Optimizer settings that differ from the checkpoint's
+    /// are logged, recorded in `metrics.jsonl` and carried into every later checkpoint.
     pub fn resume(
         config: RunConfig,
         text: &str,
@@ -210,21 +240,41 @@ impl Trainer {
                 checkpoint.display()
             ))
         };
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(files.model))
-            .map_err(|e| damaged("model", &e))?;
-        let model = config
-            .model
-            .gpt(tokenizer.vocab_size())
-            .init(&device)
-            .try_load_record(record)
-            .map_err(|e| damaged("model", &e))?;
-        let optim = adamw(&config.train)
-            .from_bytes(Bytes::from_bytes_vec(files.optimizer))
+        let gpt = config.model.gpt(tokenizer.vocab_size());
+        let model = decode_model(&gpt, files.model, &device).map_err(|e| damaged("model", &e))?;
+        let optim = decode_optimizer(&config.train, files.optimizer)
             .map_err(|e| damaged("optimizer state", &e))?;
         let run_dir = run_dir_of(checkpoint);
-        crate::metrics::truncate_after(&run_dir.join("metrics.jsonl"), files.state.step)
-            .map_err(io(&run_dir.join("metrics.jsonl")))?;
-        Self::assemble(
+        let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        crate::metrics::truncate_after(&metrics_path, files.state.step)
+            .map_err(io(&metrics_path))?;
+        let saved: RunConfig = toml::from_str(&files.config_toml)
+            .map_err(|e| TrainError::Data(format!("{}: config.toml: {e}", checkpoint.display())))?;
+        let mut state = files.state;
+        let step = state.step;
+        let changes: Vec<SettingChange> = config
+            .optimizer_changes(&saved)
+            .into_iter()
+            .map(|(key, from, to)| SettingChange {
+                step,
+                key,
+                from,
+                to,
+            })
+            .collect();
+        if !changes.is_empty() {
+            let event = ResumeEvent {
+                step,
+                event: "resumed with changed settings",
+                changes: &changes,
+            };
+            MetricsWriter::create(&metrics_path)
+                .and_then(|mut m| m.write(&event))
+                .map_err(io(&metrics_path))?;
+        }
+        state.changes.extend(changes);
+        let parts = Parts {
             config,
             device,
             tokenizer,
@@ -232,21 +282,29 @@ impl Trainer {
             model,
             optim,
             run_dir,
-            Some(files.state),
-        )
+            lock,
+        };
+        let mut trainer = Self::assemble(parts, Some(state))?;
+        trainer.resumed_from = Some(checkpoint.to_path_buf());
+        Ok(trainer)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        config: RunConfig,
-        device: Device,
-        tokenizer: CharTokenizer,
-        data: Dataset,
-        model: Gpt,
-        optim: ModuleOptimizer,
-        run_dir: PathBuf,
-        resumed: Option<CheckpointState>,
-    ) -> Result<Self, TrainError> {
+    /// The settings changed on resume over the run's life (empty for an uninterrupted run).
+    pub fn changes(&self) -> &[SettingChange] {
+        &self.changes
+    }
+
+    fn assemble(parts: Parts, resumed: Option<CheckpointState>) -> Result<Self, TrainError> {
+        let Parts {
+            config,
+            device,
+            tokenizer,
+            data,
+            model,
+            optim,
+            run_dir,
+            lock,
+        } = parts;
         let config_path = run_dir.join("config.toml");
         atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
         let metrics_path = run_dir.join("metrics.jsonl");
@@ -270,7 +328,10 @@ impl Trainer {
         Ok(Self {
             checkpoints: Checkpoints::new(&run_dir, t.keep_last),
             start_step: resumed.as_ref().map_or(0, |s| s.step),
-            earlier_train_time: resumed.map_or(0.0, |s| s.train_time_s),
+            earlier_train_time: resumed.as_ref().map_or(0.0, |s| s.train_time_s),
+            changes: resumed.map_or_else(Vec::new, |s| s.changes),
+            resumed_from: None,
+            _lock: lock,
             stop: Arc::new(AtomicBool::new(false)),
             sync_phases: false,
             optim,
@@ -312,7 +373,8 @@ impl Trainer {
         let (mut train_time, mut window_time, mut window_steps) = (0.0, 0.0, 0usize);
         // A new run evaluates its initial model; a resumed one already did.
         let mut last_eval = if self.start_step == 0 {
-            self.maybe_eval(0, hooks)?
+            self.maybe_eval(0, hooks)
+                .map_err(|e| self.with_recovery(e, None))?
         } else {
             None
         };
@@ -328,7 +390,9 @@ impl Trainer {
                 loss,
                 grad_norm,
                 phases,
-            } = self.step(step)?;
+            } = self
+                .step(step)
+                .map_err(|e| self.with_recovery(e, last_checkpoint.as_deref()))?;
             let dt = step_start.elapsed().as_secs_f64();
             (train_time, window_time, window_steps) =
                 (train_time + dt, window_time + dt, window_steps + 1);
@@ -336,7 +400,8 @@ impl Trainer {
 
             let eval_due = t.eval_every > 0 && step.is_multiple_of(t.eval_every) || step == t.steps;
             let eval = if eval_due {
-                self.maybe_eval(step, hooks)?
+                self.maybe_eval(step, hooks)
+                    .map_err(|e| self.with_recovery(e, last_checkpoint.as_deref()))?
             } else {
                 None
             };
@@ -401,6 +466,34 @@ impl Trainer {
         })
     }
 
+    /// Completes a [`TrainError::NonFinite`] with the way back: the last good checkpoint
+    /// (`saved`, the newest this run wrote, or the one it resumed from) and the command that
+    /// continues from it with half the learning rate.
+    fn with_recovery(&self, error: TrainError, saved: Option<&Path>) -> TrainError {
+        let TrainError::NonFinite {
+            step, what, value, ..
+        } = error
+        else {
+            return error;
+        };
+        let lr = self.config.train.lr / 2.0;
+        let recovery = match saved.or(self.resumed_from.as_deref()) {
+            Some(checkpoint) => format!(
+                "The last good checkpoint is {0}; continue from it with a lower learning rate: train --resume {0} --change-optimizer --set train.lr={lr:e}",
+                checkpoint.display()
+            ),
+            None => format!(
+                "No checkpoint was saved before it; start again with a lower learning rate (--set train.lr={lr:e}) or check the data"
+            ),
+        };
+        TrainError::NonFinite {
+            step,
+            what,
+            value,
+            recovery,
+        }
+    }
+
     /// Writes a checkpoint of the model after `step` updates.
     fn save_checkpoint(&self, step: usize, train_time_s: f64) -> Result<PathBuf, TrainError> {
         let failed = |e: &dyn std::fmt::Display| {
@@ -421,12 +514,18 @@ impl Trainer {
                 step,
                 train_time_s,
                 ember_version: env!("CARGO_PKG_VERSION").to_string(),
+                changes: self.changes.clone(),
             },
             config_toml: self.config.to_toml(),
             vocab_json: self.tokenizer.to_json(),
         };
-        let dir = self.run_dir.join("checkpoints");
-        self.checkpoints.save(&files).map_err(io(&dir))
+        self.checkpoints
+            .save(&files)
+            .map_err(|error| TrainError::CheckpointWrite {
+                step,
+                run: self.run_dir.clone(),
+                error,
+            })
     }
 
     /// One optimizer update for `step` (1-based) at the scheduled learning rate, timed phase by
@@ -456,7 +555,12 @@ impl Trainer {
         let loss = f64::from(loss.into_scalar::<f32>());
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
-                return Err(TrainError::NonFinite { step, what, value });
+                return Err(TrainError::NonFinite {
+                    step,
+                    what,
+                    value,
+                    recovery: String::new(),
+                });
             }
         }
         let clip = clock.phase("clip");
@@ -521,6 +625,7 @@ impl Trainer {
                 step,
                 what: "validation loss",
                 value: eval.val_loss,
+                recovery: String::new(),
             });
         }
         info!(
@@ -552,6 +657,26 @@ impl Trainer {
         hooks.on_sample(step, &text);
         text
     }
+}
+
+/// What a trainer is built from, new or resumed.
+struct Parts {
+    config: RunConfig,
+    device: Device,
+    tokenizer: CharTokenizer,
+    data: Dataset,
+    model: Gpt,
+    optim: ModuleOptimizer,
+    run_dir: PathBuf,
+    lock: RunLock,
+}
+
+/// The `metrics.jsonl` line of a resume that changed settings.
+#[derive(serde::Serialize)]
+struct ResumeEvent<'a> {
+    step: usize,
+    event: &'static str,
+    changes: &'a [SettingChange],
 }
 
 /// The text split into train and validation tokens with `tokenizer`.

@@ -1,0 +1,324 @@
+//! Faults a run must survive, each tried with the real binaries: two processes on one run
+//! folder, a checkpoint that does not fit on the disk, a divergence to recover from with a
+//! lower learning rate, and a model too big for the machine.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::out_err;
+
+fn bin(name: &str, args: &[&str]) -> Command {
+    let path = match name {
+        "train" => env!("CARGO_BIN_EXE_train"),
+        "generate" => env!("CARGO_BIN_EXE_generate"),
+        _ => unreachable!("a binary of this crate"),
+    };
+    let mut cmd = Command::new(path);
+    cmd.args(args);
+    cmd
+}
+
+/// A finished 20-step tiny run `r` under `out`, checkpointed at steps 10 and 20.
+fn finished_run(out: &Path) -> PathBuf {
+    let o = bin(
+        "train",
+        &[
+            "--preset",
+            "tiny",
+            "--steps",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "run.name=\"r\"",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.eval_iters=0",
+            "--set",
+            "train.sample_tokens=0",
+            "--set",
+            "train.checkpoint_every=10",
+            "--set",
+            "train.log_every=1",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    out.join("r")
+}
+
+fn latest(run: &Path) -> String {
+    std::fs::read_to_string(run.join("checkpoints/latest")).unwrap()
+}
+
+fn failed_with(o: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{}", out_err(o));
+    for needle in needles {
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+    }
+    err
+}
+
+#[test]
+fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
+    let out = tempfile::tempdir().unwrap();
+    let run = finished_run(out.path());
+    let run_arg = run.to_str().unwrap();
+    // A long resumed run holds the folder; it checkpoints only when stopped.
+    let first = bin(
+        "train",
+        &[
+            "--resume",
+            run_arg,
+            "--steps",
+            "1000000",
+            "--set",
+            "train.checkpoint_every=0",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |m| m.lines().count()) < 25 {
+        assert!(Instant::now() < deadline, "the first run never trained");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A second trainer, resumed or new under the same name, is refused, naming the first.
+    let holder = format!("in use by process {}", first.id());
+    let second = bin("train", &["--resume", run_arg]).output().unwrap();
+    failed_with(
+        &second,
+        &[run_arg, &holder, "wait for it to finish or stop it"],
+    );
+    let again = bin(
+        "train",
+        &[
+            "--preset",
+            "tiny",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--set",
+            "run.name=\"r\"",
+        ],
+    )
+    .output()
+    .unwrap();
+    failed_with(&again, &["a run of that name already exists"]);
+    // Readers of its finished checkpoints do not wait for the run.
+    let started = Instant::now();
+    let read = bin("generate", &["--run", run_arg, "--max-tokens", "20"])
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", out_err(&read));
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // SIGKILL leaves no stale lock: the kernel releases it with the process.
+    unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
+    let killed = first.wait_with_output().unwrap();
+    assert!(!killed.status.success());
+    let after = bin("train", &["--resume", run_arg, "--steps", "25"])
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "{}", out_err(&after));
+    assert!(out_err(&after).contains("resuming after step 20"));
+}
+
+#[test]
+fn a_checkpoint_being_written_is_not_read() {
+    let out = tempfile::tempdir().unwrap();
+    let run = finished_run(out.path());
+    // This process plays the trainer, in the middle of writing a checkpoint.
+    let _run = ember_train::lock::RunLock::acquire(&run).unwrap();
+    let writing = ember_train::lock::CheckpointLock::write(&run.join("checkpoints")).unwrap();
+    let o = bin("generate", &["--run", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let pid = format!("process {}", std::process::id());
+    failed_with(
+        &o,
+        &["is writing a checkpoint right now", &pid, "try again"],
+    );
+    drop(writing);
+    let o = bin(
+        "generate",
+        &["--run", run.to_str().unwrap(), "--max-tokens", "5"],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+}
+
+#[test]
+fn a_checkpoint_that_does_not_fit_keeps_the_previous_one() {
+    let out = tempfile::tempdir().unwrap();
+    let run = finished_run(out.path());
+    let run_arg = run.to_str().unwrap();
+    // No file may grow past 100 KB (the tiny model's record is 250 KB): writes fail with EFBIG
+    // as on a full disk they fail with ENOSPC. SIGXFSZ is ignored so that the write returns the
+    // error instead of killing the process.
+    let mut cmd = bin("train", &["--resume", run_arg, "--steps", "30"]);
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 100_000,
+                rlim_max: 100_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let err = failed_with(
+        &o,
+        &[
+            "step 30: cannot write checkpoint step-0000030",
+            "it needs 0.7 MiB",
+            "the previous checkpoint and `latest` are kept",
+            &format!("continue with: train --resume {run_arg}"),
+        ],
+    );
+    assert_eq!(err.matches("File too large").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(latest(&run), "step-0000020");
+
+    // With the space back, the run resumes from the checkpoint that was kept.
+    let o = bin("train", &["--resume", run_arg, "--steps", "30"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    assert!(out_err(&o).contains("resuming after step 20"));
+    assert_eq!(latest(&run), "step-0000030");
+}
+
+#[test]
+fn a_divergence_is_recovered_from_the_last_good_checkpoint_with_a_lower_lr() {
+    let out = tempfile::tempdir().unwrap();
+    let run = finished_run(out.path());
+    let run_arg = run.to_str().unwrap();
+    // Without the flag, the optimizer's settings are the checkpoint's.
+    let o = bin("train", &["--resume", run_arg, "--set", "train.lr=1e30"])
+        .output()
+        .unwrap();
+    failed_with(
+        &o,
+        &[
+            "train.lr is 0.001 in the checkpoint",
+            "add --change-optimizer",
+        ],
+    );
+
+    // A learning rate that blows up: the run stops at the step, names the last good checkpoint
+    // and the command to continue from it.
+    let o = bin(
+        "train",
+        &[
+            "--resume",
+            run_arg,
+            "--steps",
+            "40",
+            "--change-optimizer",
+            "--set",
+            "train.lr=1e30",
+            "--set",
+            "train.warmup=0",
+        ],
+    )
+    .output()
+    .unwrap();
+    let good = run.join("checkpoints/step-0000020");
+    let command = format!(
+        "train --resume {} --change-optimizer --set train.lr=",
+        good.display()
+    );
+    failed_with(&o, &["is NaN", "The last good checkpoint is", &command]);
+
+    // The command, with a learning rate of our choosing, continues the run.
+    let o = bin(
+        "train",
+        &[
+            "--resume",
+            good.to_str().unwrap(),
+            "--steps",
+            "30",
+            "--change-optimizer",
+            "--set",
+            "train.lr=5e-4",
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = out_err(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("changed on resume: train.lr 0.001 -> 0.0005")
+            && text.contains("no longer identical to an uninterrupted one"),
+        "{text}"
+    );
+    // metrics.jsonl: 20 steps, the change (the abandoned attempt's is gone), 10 more steps.
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let events: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("\"event\""))
+        .collect();
+    assert_eq!(events.len(), 1, "{metrics}");
+    assert!(events[0].contains(r#""key":"train.lr","from":"0.001","to":"0.0005""#));
+    assert_eq!(metrics.lines().count(), 31, "{metrics}");
+    // The checkpoint carries the change.
+    let state = std::fs::read_to_string(run.join("checkpoints/step-0000030/state.json")).unwrap();
+    assert!(
+        state.contains("\"changes\"") && state.contains("0.0005"),
+        "{state}"
+    );
+}
+
+#[test]
+fn a_model_that_cannot_fit_is_refused_before_it_is_built() {
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let o = bin(
+        "train",
+        &[
+            "--out",
+            out.path().to_str().unwrap(),
+            "--set",
+            "model.d_model=16384",
+            "--set",
+            "model.n_layer=64",
+            "--set",
+            "model.n_head=16",
+        ],
+    )
+    .output()
+    .unwrap();
+    failed_with(
+        &o,
+        &[
+            "this run needs about",
+            "is available",
+            "parameters",
+            "--skip-memory-check",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Nothing was created.
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

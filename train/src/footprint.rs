@@ -1,0 +1,148 @@
+//! How much memory a run will need, worked out from its config before anything is allocated,
+//! so that a model that cannot fit is refused with numbers instead of being killed by the
+//! kernel half-way through its first step.
+//!
+//! The terms follow what a CPU training step holds at its peak (f32 everywhere):
+//! - per parameter, 40 bytes: the weight, its gradient and AdamW's two moments (16), and a
+//!   checkpoint's copies (the model and optimizer records and their serialized bytes, 24);
+//! - the activations the backward pass needs, per block: the block input, both LayerNorm outputs
+//!   and their statistics, `qkv` (3d), the attention output, the MLP's hidden layer before and
+//!   after GELU (4d each), i.e. `16d + 4` floats per token, and the attention probabilities
+//!   (`n_head x T x T` per sequence); then the final LayerNorm and the logits;
+//!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
+//!   on top of the step's peak, not in its place;
+//! - the data (the text and its tokens, about 8 bytes per character) and the runtime (code,
+//!   thread stacks, allocator arenas: 18 MiB measured on the tiny preset).
+//!
+//! Evaluation runs the same batch size without autodiff and needs less than a training step.
+//! BENCHMARKS.md compares the estimate with the measured peak RSS of every preset.
+
+use crate::config::RunConfig;
+use crate::sys::mib;
+
+const F32: f64 = 4.0;
+const RUNTIME_BYTES: f64 = 18.0 * 1024.0 * 1024.0;
+const BYTES_PER_CHAR: f64 = 8.0;
+const BYTES_PER_PARAM: f64 = 40.0;
+
+/// The estimate, term by term, in bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Footprint {
+    pub terms: Vec<(String, f64)>,
+}
+
+impl Footprint {
+    /// What training `config` on `chars` characters of text with `vocab_size` tokens needs.
+    pub fn estimate(config: &RunConfig, vocab_size: usize, chars: usize) -> Self {
+        let m = &config.model;
+        let params = m.gpt(vocab_size).num_params();
+        let (b, t) = (config.train.batch_size as f64, m.context as f64);
+        let (d, h, v) = (m.d_model as f64, m.n_head as f64, vocab_size as f64);
+        let per_block = b * t * (16.0 * d + 4.0) + b * h * t * t;
+        let head = b * t * (2.0 * d + 2.0 + v + 1.0);
+        Self {
+            terms: vec![
+                (
+                    "activations".to_string(),
+                    F32 * (m.n_layer as f64 * per_block + head),
+                ),
+                (
+                    format!("{params} parameters"),
+                    BYTES_PER_PARAM * params as f64,
+                ),
+                (
+                    "data+runtime".to_string(),
+                    RUNTIME_BYTES + BYTES_PER_CHAR * chars as f64,
+                ),
+            ],
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.terms.iter().map(|(_, bytes)| bytes).sum()
+    }
+
+    /// The largest term, what to shrink first.
+    pub fn biggest(&self) -> (&str, f64) {
+        self.terms
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), *bytes))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("there are terms")
+    }
+
+    /// `297.6 MiB (activations 148.7 MiB, 3209281 parameters 122.4 MiB, data+runtime 26.5 MiB)`.
+    pub fn describe(&self) -> String {
+        let terms: Vec<String> = self
+            .terms
+            .iter()
+            .map(|(name, bytes)| format!("{name} {}", mib(*bytes as u64)))
+            .collect();
+        format!("{} ({})", mib(self.total() as u64), terms.join(", "))
+    }
+
+    /// Why a run of this size cannot start with `available` bytes free, or `None` if it fits.
+    pub fn refusal(&self, available: u64) -> Option<String> {
+        if self.total() <= available as f64 {
+            return None;
+        }
+        let (name, bytes) = self.biggest();
+        Some(format!(
+            "this run needs about {} of memory but {} is available; the biggest part is {name} ({}). \
+Make the model or the batch smaller (model.d_model, model.n_layer, model.context, train.batch_size), \
+or pass --skip-memory-check to try anyway",
+            mib(self.total() as u64),
+            mib(available),
+            mib(bytes as u64)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConfigBuilder;
+
+    fn preset(name: &str, sets: &[&str]) -> RunConfig {
+        sets.iter()
+            .try_fold(ConfigBuilder::preset(name).unwrap(), |b, s| {
+                b.set(s, "test")
+            })
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_small_preset_is_estimated_term_by_term() {
+        let f = Footprint::estimate(&preset("small", &[]), 65, 1_115_394);
+        assert_eq!(
+            f.terms[1],
+            ("421697 parameters".to_string(), 40.0 * 421_697.0)
+        );
+        // Per block: 32 x 64 tokens x (16 x 128 + 4) floats and 32 x 4 x 64 x 64 probabilities.
+        let blocks = 2.0 * (2048.0 * 2052.0 + 32.0 * 4.0 * 4096.0);
+        assert_eq!(
+            f.terms[0].1,
+            4.0 * (blocks + 2048.0 * (256.0 + 2.0 + 65.0 + 1.0))
+        );
+        assert!(f.refusal(1 << 40).is_none());
+    }
+
+    #[test]
+    fn a_model_that_cannot_fit_is_refused_with_its_biggest_term() {
+        let huge = preset(
+            "small",
+            &["model.d_model=16384", "model.n_layer=64", "model.n_head=16"],
+        );
+        let f = Footprint::estimate(&huge, 65, 1_115_394);
+        assert!(f.total() > 3e12, "{}", f.describe());
+        let why = f.refusal(16 << 30).unwrap();
+        assert!(why.contains("16.0 GiB is available"), "{why}");
+        assert!(
+            why.contains("the biggest part is 206175273025 parameters"),
+            "{why}"
+        );
+        assert!(why.contains("--skip-memory-check"), "{why}");
+    }
+}
