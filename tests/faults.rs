@@ -6,51 +6,14 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::out_err;
-
-fn bin(name: &str, args: &[&str]) -> Command {
-    let path = match name {
-        "train" => env!("CARGO_BIN_EXE_train"),
-        "generate" => env!("CARGO_BIN_EXE_generate"),
-        _ => unreachable!("a binary of this crate"),
-    };
-    let mut cmd = Command::new(path);
-    cmd.args(args);
-    cmd
-}
+use common::{generate_bin, out_err, train_bin};
 
 /// A finished 20-step tiny run `r` under `out`, checkpointed at steps 10 and 20.
 fn finished_run(out: &Path) -> PathBuf {
-    let o = bin(
-        "train",
-        &[
-            "--preset",
-            "tiny",
-            "--steps",
-            "20",
-            "--out",
-            out.to_str().unwrap(),
-            "--set",
-            "run.name=\"r\"",
-            "--set",
-            "train.batch_size=8",
-            "--set",
-            "train.eval_iters=0",
-            "--set",
-            "train.sample_tokens=0",
-            "--set",
-            "train.checkpoint_every=10",
-            "--set",
-            "train.log_every=1",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(o.status.success(), "{}", out_err(&o));
-    out.join("r")
+    common::trained_run(out, &["--set", "train.checkpoint_every=10"])
 }
 
 fn latest(run: &Path) -> String {
@@ -72,17 +35,14 @@ fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
     let run = finished_run(out.path());
     let run_arg = run.to_str().unwrap();
     // A long resumed run holds the folder; it checkpoints only when stopped.
-    let first = bin(
-        "train",
-        &[
-            "--resume",
-            run_arg,
-            "--steps",
-            "1000000",
-            "--set",
-            "train.checkpoint_every=0",
-        ],
-    )
+    let first = train_bin(&[
+        "--resume",
+        run_arg,
+        "--steps",
+        "1000000",
+        "--set",
+        "train.checkpoint_every=0",
+    ])
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .spawn()
@@ -95,28 +55,25 @@ fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
 
     // A second trainer, resumed or new under the same name, is refused, naming the first.
     let holder = format!("in use by process {}", first.id());
-    let second = bin("train", &["--resume", run_arg]).output().unwrap();
+    let second = train_bin(&["--resume", run_arg]).output().unwrap();
     failed_with(
         &second,
         &[run_arg, &holder, "wait for it to finish or stop it"],
     );
-    let again = bin(
-        "train",
-        &[
-            "--preset",
-            "tiny",
-            "--out",
-            out.path().to_str().unwrap(),
-            "--set",
-            "run.name=\"r\"",
-        ],
-    )
+    let again = train_bin(&[
+        "--preset",
+        "tiny",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "run.name=\"r\"",
+    ])
     .output()
     .unwrap();
     failed_with(&again, &["a run of that name already exists"]);
     // Readers of its finished checkpoints do not wait for the run.
     let started = Instant::now();
-    let read = bin("generate", &["--run", run_arg, "--max-tokens", "20"])
+    let read = generate_bin(&["--run", run_arg, "--max-tokens", "20"])
         .output()
         .unwrap();
     assert!(read.status.success(), "{}", out_err(&read));
@@ -126,7 +83,7 @@ fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
     unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
     let killed = first.wait_with_output().unwrap();
     assert!(!killed.status.success());
-    let after = bin("train", &["--resume", run_arg, "--steps", "25"])
+    let after = train_bin(&["--resume", run_arg, "--steps", "25"])
         .output()
         .unwrap();
     assert!(after.status.success(), "{}", out_err(&after));
@@ -140,7 +97,7 @@ fn a_checkpoint_being_written_is_not_read() {
     // This process plays the trainer, in the middle of writing a checkpoint.
     let _run = ember_train::lock::RunLock::acquire(&run).unwrap();
     let writing = ember_train::lock::CheckpointLock::write(&run.join("checkpoints")).unwrap();
-    let o = bin("generate", &["--run", run.to_str().unwrap()])
+    let o = generate_bin(&["--run", run.to_str().unwrap()])
         .output()
         .unwrap();
     let pid = format!("process {}", std::process::id());
@@ -149,12 +106,9 @@ fn a_checkpoint_being_written_is_not_read() {
         &["is writing a checkpoint right now", &pid, "try again"],
     );
     drop(writing);
-    let o = bin(
-        "generate",
-        &["--run", run.to_str().unwrap(), "--max-tokens", "5"],
-    )
-    .output()
-    .unwrap();
+    let o = generate_bin(&["--run", run.to_str().unwrap(), "--max-tokens", "5"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", out_err(&o));
 }
 
@@ -166,7 +120,7 @@ fn a_checkpoint_that_does_not_fit_keeps_the_previous_one() {
     // No file may grow past 100 KB (the tiny model's record is 250 KB): writes fail with EFBIG
     // as on a full disk they fail with ENOSPC. SIGXFSZ is ignored so that the write returns the
     // error instead of killing the process.
-    let mut cmd = bin("train", &["--resume", run_arg, "--steps", "30"]);
+    let mut cmd = train_bin(&["--resume", run_arg, "--steps", "30"]);
     unsafe {
         cmd.pre_exec(|| {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
@@ -201,7 +155,7 @@ fn a_checkpoint_that_does_not_fit_keeps_the_previous_one() {
     assert_eq!(latest(&run), "step-0000020");
 
     // With the space back, the run resumes from the checkpoint that was kept.
-    let o = bin("train", &["--resume", run_arg, "--steps", "30"])
+    let o = train_bin(&["--resume", run_arg, "--steps", "30"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out_err(&o));
@@ -215,7 +169,7 @@ fn a_divergence_is_recovered_from_the_last_good_checkpoint_with_a_lower_lr() {
     let run = finished_run(out.path());
     let run_arg = run.to_str().unwrap();
     // Without the flag, the optimizer's settings are the checkpoint's.
-    let o = bin("train", &["--resume", run_arg, "--set", "train.lr=1e30"])
+    let o = train_bin(&["--resume", run_arg, "--set", "train.lr=1e30"])
         .output()
         .unwrap();
     failed_with(
@@ -228,20 +182,17 @@ fn a_divergence_is_recovered_from_the_last_good_checkpoint_with_a_lower_lr() {
 
     // A learning rate that blows up: the run stops at the step, names the last good checkpoint
     // and the command to continue from it.
-    let o = bin(
-        "train",
-        &[
-            "--resume",
-            run_arg,
-            "--steps",
-            "40",
-            "--change-optimizer",
-            "--set",
-            "train.lr=1e30",
-            "--set",
-            "train.warmup=0",
-        ],
-    )
+    let o = train_bin(&[
+        "--resume",
+        run_arg,
+        "--steps",
+        "40",
+        "--change-optimizer",
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.warmup=0",
+    ])
     .output()
     .unwrap();
     let good = run.join("checkpoints/step-0000020");
@@ -252,18 +203,15 @@ fn a_divergence_is_recovered_from_the_last_good_checkpoint_with_a_lower_lr() {
     failed_with(&o, &["is NaN", "The last good checkpoint is", &command]);
 
     // The command, with a learning rate of our choosing, continues the run.
-    let o = bin(
-        "train",
-        &[
-            "--resume",
-            good.to_str().unwrap(),
-            "--steps",
-            "30",
-            "--change-optimizer",
-            "--set",
-            "train.lr=5e-4",
-        ],
-    )
+    let o = train_bin(&[
+        "--resume",
+        good.to_str().unwrap(),
+        "--steps",
+        "30",
+        "--change-optimizer",
+        "--set",
+        "train.lr=5e-4",
+    ])
     .output()
     .unwrap();
     let text = out_err(&o);
@@ -294,19 +242,16 @@ fn a_divergence_is_recovered_from_the_last_good_checkpoint_with_a_lower_lr() {
 fn a_model_that_cannot_fit_is_refused_before_it_is_built() {
     let out = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let o = bin(
-        "train",
-        &[
-            "--out",
-            out.path().to_str().unwrap(),
-            "--set",
-            "model.d_model=16384",
-            "--set",
-            "model.n_layer=64",
-            "--set",
-            "model.n_head=16",
-        ],
-    )
+    let o = train_bin(&[
+        "--out",
+        out.path().to_str().unwrap(),
+        "--set",
+        "model.d_model=16384",
+        "--set",
+        "model.n_layer=64",
+        "--set",
+        "model.n_head=16",
+    ])
     .output()
     .unwrap();
     failed_with(

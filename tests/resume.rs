@@ -3,13 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::out_err;
+use common::{TINY, generate_bin, out_err, train_bin, trained_run};
 use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
@@ -104,27 +104,6 @@ fn stopping_and_resuming_is_bit_exact() {
     );
 }
 
-fn train_bin(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_train"));
-    cmd.args(args);
-    cmd
-}
-
-const TINY: [&str; 12] = [
-    "--preset",
-    "tiny",
-    "--steps",
-    "80",
-    "--set",
-    "train.batch_size=8",
-    "--set",
-    "train.eval_iters=0",
-    "--set",
-    "train.log_every=1",
-    "--set",
-    "train.sample_tokens=0",
-];
-
 #[test]
 fn sigterm_saves_a_checkpoint_and_the_run_resumes_exactly() {
     let out = tempfile::tempdir().unwrap();
@@ -177,23 +156,6 @@ fn sigterm_saves_a_checkpoint_and_the_run_resumes_exactly() {
         weights(&out.path().join("ref")) == weights(&run),
         "final weights differ"
     );
-}
-
-fn trained_run(out: &Path, extra: &[&str]) -> PathBuf {
-    let o = train_bin(&TINY)
-        .args([
-            "--steps",
-            "20",
-            "--out",
-            out.to_str().unwrap(),
-            "--set",
-            "run.name=\"r\"",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out_err(&o));
-    out.join("r")
 }
 
 #[test]
@@ -321,7 +283,7 @@ fn generate_is_reproducible_and_names_unknown_characters() {
     let out = tempfile::tempdir().unwrap();
     let run = trained_run(out.path(), &[]);
     let generate = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_generate"))
+        generate_bin(&[])
             .args(["--run", run.to_str().unwrap(), "--max-tokens", "40"])
             .args(args)
             .output()

@@ -2,7 +2,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use ember_train::RunConfig;
@@ -92,4 +93,52 @@ pub fn out_err(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// The `train` binary with `args`.
+pub fn train_bin(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_train"));
+    cmd.args(args);
+    cmd
+}
+
+/// The `generate` binary with `args`.
+pub fn generate_bin(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_generate"));
+    cmd.args(args);
+    cmd
+}
+
+/// A quick tiny-preset run: 80 steps of 8 sequences, no evaluation or samples, every step logged.
+pub const TINY: [&str; 12] = [
+    "--preset",
+    "tiny",
+    "--steps",
+    "80",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.eval_iters=0",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.sample_tokens=0",
+];
+
+/// A finished 20-step [`TINY`] run named `r` under `out`, with `extra` arguments.
+pub fn trained_run(out: &Path, extra: &[&str]) -> PathBuf {
+    let o = train_bin(&TINY)
+        .args([
+            "--steps",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "run.name=\"r\"",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    out.join("r")
 }

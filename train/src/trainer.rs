@@ -189,28 +189,7 @@ impl Trainer {
         stem: &str,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let tokenizer = CharTokenizer::from_text(text);
-        let data = dataset(&config, &tokenizer, text)?;
-        let run_dir =
-            create_run_dir(&config.run.out, &config.run.name, stem).map_err(TrainError::Data)?;
-        let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
-        let vocab_path = run_dir.join("vocab.json");
-        atomic_write(&vocab_path, tokenizer.to_json().as_bytes()).map_err(io(&vocab_path))?;
-        let device = device.autodiff();
-        device.seed(config.train.seed);
-        let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
-        let optim = adamw(&config.train);
-        let parts = Parts {
-            config,
-            device,
-            tokenizer,
-            data,
-            model,
-            optim,
-            run_dir,
-            lock,
-        };
-        Self::assemble(parts, None)
+        Self::start(config, text, device, Start::New { stem })
     }
 
     /// Continues the run a checkpoint belongs to, in its run folder, from the step after it.
@@ -224,69 +203,7 @@ impl Trainer {
         files: CheckpointFiles,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let tokenizer = CharTokenizer::from_json(&files.vocab_json)
-            .map_err(|e| TrainError::Data(format!("{}: vocab.json: {e}", checkpoint.display())))?;
-        if CharTokenizer::from_text(text) != tokenizer {
-            return Err(TrainError::Data(format!(
-                "the training text's characters differ from the checkpoint's vocabulary ({} characters); resume with the same data.path",
-                tokenizer.vocab_size()
-            )));
-        }
-        let data = dataset(&config, &tokenizer, text)?;
-        let device = device.autodiff();
-        let damaged = |what: &str, e: &dyn std::fmt::Display| {
-            TrainError::Data(format!(
-                "{}: cannot load the {what}: {e}",
-                checkpoint.display()
-            ))
-        };
-        let gpt = config.model.gpt(tokenizer.vocab_size());
-        let model = decode_model(&gpt, files.model, &device).map_err(|e| damaged("model", &e))?;
-        let optim = decode_optimizer(&config.train, files.optimizer)
-            .map_err(|e| damaged("optimizer state", &e))?;
-        let run_dir = run_dir_of(checkpoint);
-        let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
-        let metrics_path = run_dir.join("metrics.jsonl");
-        crate::metrics::truncate_after(&metrics_path, files.state.step)
-            .map_err(io(&metrics_path))?;
-        let saved: RunConfig = toml::from_str(&files.config_toml)
-            .map_err(|e| TrainError::Data(format!("{}: config.toml: {e}", checkpoint.display())))?;
-        let mut state = files.state;
-        let step = state.step;
-        let changes: Vec<SettingChange> = config
-            .optimizer_changes(&saved)
-            .into_iter()
-            .map(|(key, from, to)| SettingChange {
-                step,
-                key,
-                from,
-                to,
-            })
-            .collect();
-        if !changes.is_empty() {
-            let event = ResumeEvent {
-                step,
-                event: "resumed with changed settings",
-                changes: &changes,
-            };
-            MetricsWriter::create(&metrics_path)
-                .and_then(|mut m| m.write(&event))
-                .map_err(io(&metrics_path))?;
-        }
-        state.changes.extend(changes);
-        let parts = Parts {
-            config,
-            device,
-            tokenizer,
-            data,
-            model,
-            optim,
-            run_dir,
-            lock,
-        };
-        let mut trainer = Self::assemble(parts, Some(state))?;
-        trainer.resumed_from = Some(checkpoint.to_path_buf());
-        Ok(trainer)
+        Self::start(config, text, device, Start::Resume { checkpoint, files })
     }
 
     /// The settings changed on resume over the run's life (empty for an uninterrupted run).
@@ -294,17 +211,70 @@ impl Trainer {
         &self.changes
     }
 
-    fn assemble(parts: Parts, resumed: Option<CheckpointState>) -> Result<Self, TrainError> {
-        let Parts {
-            config,
-            device,
-            tokenizer,
-            data,
-            model,
-            optim,
-            run_dir,
-            lock,
-        } = parts;
+    /// The one constructor: the tokenizer and data (checked before anything is written), then
+    /// the run folder, its lock, the model and the optimizer, new or from the checkpoint.
+    fn start(
+        config: RunConfig,
+        text: &str,
+        device: Device,
+        start: Start,
+    ) -> Result<Self, TrainError> {
+        let tokenizer = match &start {
+            Start::New { .. } => CharTokenizer::from_text(text),
+            Start::Resume { checkpoint, files } => {
+                let saved = CharTokenizer::from_json(&files.vocab_json).map_err(|e| {
+                    TrainError::Data(format!("{}: vocab.json: {e}", checkpoint.display()))
+                })?;
+                if CharTokenizer::from_text(text) != saved {
+                    return Err(TrainError::Data(format!(
+                        "the training text's characters differ from the checkpoint's vocabulary ({} characters); resume with the same data.path",
+                        saved.vocab_size()
+                    )));
+                }
+                saved
+            }
+        };
+        let data = dataset(&config, &tokenizer, text)?;
+        let device = device.autodiff();
+        let (run_dir, lock, model, optim, resumed) = match start {
+            Start::New { stem } => {
+                let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)
+                    .map_err(TrainError::Data)?;
+                let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+                let vocab_path = run_dir.join("vocab.json");
+                atomic_write(&vocab_path, tokenizer.to_json().as_bytes())
+                    .map_err(io(&vocab_path))?;
+                device.seed(config.train.seed);
+                let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
+                (run_dir, lock, model, adamw(&config.train), None)
+            }
+            Start::Resume { checkpoint, files } => {
+                let damaged = |what: &str, e: &dyn std::fmt::Display| {
+                    TrainError::Data(format!(
+                        "{}: cannot load the {what}: {e}",
+                        checkpoint.display()
+                    ))
+                };
+                let gpt = config.model.gpt(tokenizer.vocab_size());
+                let model =
+                    decode_model(&gpt, files.model, &device).map_err(|e| damaged("model", &e))?;
+                let optim = decode_optimizer(&config.train, files.optimizer)
+                    .map_err(|e| damaged("optimizer state", &e))?;
+                let run_dir = run_dir_of(checkpoint);
+                let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+                let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {
+                    TrainError::Data(format!("{}: config.toml: {e}", checkpoint.display()))
+                })?;
+                let state = continue_metrics(&run_dir, files.state, &config, &saved)?;
+                (
+                    run_dir,
+                    lock,
+                    model,
+                    optim,
+                    Some((checkpoint.to_path_buf(), state)),
+                )
+            }
+        };
         let config_path = run_dir.join("config.toml");
         atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
         let metrics_path = run_dir.join("metrics.jsonl");
@@ -322,15 +292,15 @@ impl Trainer {
             train_tokens = data.tokens(Split::Train).len(),
             val_tokens = data.tokens(Split::Val).len(),
             run_dir = %run_dir.display(),
-            resumed_at = resumed.as_ref().map(|s| s.step),
+            resumed_at = resumed.as_ref().map(|(_, s)| s.step),
             "model and data ready"
         );
         Ok(Self {
             checkpoints: Checkpoints::new(&run_dir, t.keep_last),
-            start_step: resumed.as_ref().map_or(0, |s| s.step),
-            earlier_train_time: resumed.as_ref().map_or(0.0, |s| s.train_time_s),
-            changes: resumed.map_or_else(Vec::new, |s| s.changes),
-            resumed_from: None,
+            start_step: resumed.as_ref().map_or(0, |(_, s)| s.step),
+            earlier_train_time: resumed.as_ref().map_or(0.0, |(_, s)| s.train_time_s),
+            resumed_from: resumed.as_ref().map(|(path, _)| path.clone()),
+            changes: resumed.map_or_else(Vec::new, |(_, s)| s.changes),
             _lock: lock,
             stop: Arc::new(AtomicBool::new(false)),
             sync_phases: false,
@@ -659,16 +629,51 @@ impl Trainer {
     }
 }
 
-/// What a trainer is built from, new or resumed.
-struct Parts {
-    config: RunConfig,
-    device: Device,
-    tokenizer: CharTokenizer,
-    data: Dataset,
-    model: Gpt,
-    optim: ModuleOptimizer,
-    run_dir: PathBuf,
-    lock: RunLock,
+/// How a trainer starts: a new run, or the continuation of a checkpoint.
+enum Start<'a> {
+    New {
+        stem: &'a str,
+    },
+    Resume {
+        checkpoint: &'a Path,
+        files: CheckpointFiles,
+    },
+}
+
+/// Drops the lines a resumed run will log again from `metrics.jsonl`, records there the
+/// optimizer settings `config` changes from the checkpoint's `saved` ones, and returns the
+/// checkpoint's state with those changes added.
+fn continue_metrics(
+    run_dir: &Path,
+    mut state: CheckpointState,
+    config: &RunConfig,
+    saved: &RunConfig,
+) -> Result<CheckpointState, TrainError> {
+    let metrics_path = run_dir.join("metrics.jsonl");
+    crate::metrics::truncate_after(&metrics_path, state.step).map_err(io(&metrics_path))?;
+    let step = state.step;
+    let changes: Vec<SettingChange> = config
+        .optimizer_changes(saved)
+        .into_iter()
+        .map(|(key, from, to)| SettingChange {
+            step,
+            key,
+            from,
+            to,
+        })
+        .collect();
+    if !changes.is_empty() {
+        let event = ResumeEvent {
+            step,
+            event: "resumed with changed settings",
+            changes: &changes,
+        };
+        MetricsWriter::create(&metrics_path)
+            .and_then(|mut m| m.write(&event))
+            .map_err(io(&metrics_path))?;
+    }
+    state.changes.extend(changes);
+    Ok(state)
 }
 
 /// The `metrics.jsonl` line of a resume that changed settings.
