@@ -22,6 +22,8 @@ pub struct Selected {
     pub name: String,
     /// The matmul engine, for the CPU backends.
     pub matmul: Option<String>,
+    /// The graphics adapter, for wgpu.
+    pub adapter: Option<String>,
     pub threads: Threads,
 }
 
@@ -59,6 +61,9 @@ impl fmt::Display for Selected {
         write!(f, "backend {}", self.name)?;
         if let Some(matmul) = &self.matmul {
             write!(f, " | matmul {matmul}")?;
+        }
+        if let Some(adapter) = &self.adapter {
+            write!(f, " | adapter {adapter}")?;
         }
         write!(f, " | threads {} rayon", self.threads.rayon)?;
         if let Some(blas) = self.threads.blas {
@@ -109,6 +114,12 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
         return Err(format!("--device {spec}: only cuda takes a device index"));
     }
     let threads = set_threads(threads);
+    // Asked before the device exists: Burn's wgpu runtime panics when there is no adapter.
+    let adapter = match kind {
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Some(wgpu_adapter().map_err(|why| format!("--device {spec}: {why}"))?),
+        _ => None,
+    };
     let (device, matmul) = match kind {
         // Deprecated upstream in favour of flex; kept as the default because with a system BLAS
         // it is the fastest CPU backend here (BENCHMARKS.md).
@@ -146,8 +157,103 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
         device,
         name,
         matmul,
+        adapter,
         threads,
     })
+}
+
+/// The graphics adapter Burn's wgpu runtime will find, described, or what is missing and what to
+/// do about it.
+///
+/// Burn starts its wgpu runtime on a thread of its own and panics there when no adapter exists
+/// ("Unable to acquire wgpu device: AdapterUnavailable"), and again in the caller ("RecvError"),
+/// so the question is asked here first, the way cubecl-wgpu asks it: every adapter of every
+/// graphics API wgpu was built with, a GPU preferred to a software one.
+/// `WGPU_BACKEND` (e.g. `vulkan`) limits the APIs asked, as it does for wgpu itself.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapter() -> Result<String, String> {
+    // The graphics APIs in cubecl's order, stopping at the first that has an adapter: asking
+    // OpenGL when Vulkan has answered only makes Mesa's EGL complain about XDG_RUNTIME_DIR.
+    let apis = [
+        wgpu::Backends::VULKAN,
+        wgpu::Backends::METAL,
+        wgpu::Backends::DX12,
+        wgpu::Backends::GL,
+    ];
+    let descriptor = || wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    let wanted = descriptor().backends;
+    let infos: Vec<wgpu::AdapterInfo> = apis
+        .into_iter()
+        .filter(|api| wanted.contains(*api))
+        .map(|api| {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: api,
+                ..descriptor()
+            });
+            let adapters = pollster::block_on(instance.enumerate_adapters(api));
+            adapters
+                .iter()
+                .map(wgpu::Adapter::get_info)
+                .collect::<Vec<_>>()
+        })
+        .find(|infos| !infos.is_empty())
+        .unwrap_or_default();
+    let best = infos
+        .iter()
+        .find(|i| i.device_type != wgpu::DeviceType::Cpu)
+        .or_else(|| infos.first());
+    match best {
+        Some(info) => Ok(format!(
+            "{} ({:?}, {:?})",
+            info.name, info.backend, info.device_type
+        )),
+        None => Err(no_adapter_advice()),
+    }
+}
+
+/// Why no adapter was found, as far as this machine tells, and what to install or use instead.
+#[cfg(feature = "wgpu")]
+fn no_adapter_advice() -> String {
+    let instead = format!(
+        "or train on the CPU with --device {}",
+        compiled()
+            .first()
+            .copied()
+            .filter(|&n| n != "wgpu")
+            .unwrap_or("ndarray")
+    );
+    if cfg!(target_os = "macos") {
+        return format!("no Metal adapter found; wgpu needs a Mac with Metal support, {instead}");
+    }
+    if cfg!(windows) {
+        return format!(
+            "no DirectX 12 or Vulkan adapter found; install your GPU's driver, {instead}"
+        );
+    }
+    // SAFETY: dlopen with a constant name only loads the library (or fails); the handle is
+    // closed at once.
+    let loader = unsafe {
+        let handle = libc::dlopen(
+            c"libvulkan.so.1".as_ptr(),
+            libc::RTLD_LAZY | libc::RTLD_LOCAL,
+        );
+        if !handle.is_null() {
+            libc::dlclose(handle);
+        }
+        !handle.is_null()
+    };
+    if loader {
+        format!(
+            "no graphics adapter found: the Vulkan loader is installed but no Vulkan driver is \
+             (install your GPU's driver, e.g. NVIDIA's, or Mesa's: `apt install mesa-vulkan-drivers`, \
+             which includes lavapipe, a Vulkan driver that runs on the CPU), {instead}"
+        )
+    } else {
+        format!(
+            "no graphics adapter found: there is no Vulkan loader (libvulkan.so.1) on this machine \
+             (`apt install libvulkan1 mesa-vulkan-drivers`, or your GPU's driver), {instead}"
+        )
+    }
 }
 
 /// The CPU backends' matmul engines: Ember's fused Linear layers, and the backend's own for the

@@ -7,6 +7,7 @@
 //!   kept, and after a warm-up warns about, or fails on, a step that keeps more than a tolerance.
 //! - [`trim`] hands freed memory back to the operating system (`malloc_trim` on glibc, the
 //!   device pool's cleanup on GPU backends); the scope runs it every `memory.trim_every` steps.
+//!   On GPU backends the scope also records the device pool's bytes in use and reserved.
 //!   Between trims, [`tune_allocator`] lets glibc keep freed buffers for reuse.
 //!
 //! The scope lives in this crate, not in `ember-train`, because the allocator is a property of
@@ -19,4 +20,4 @@ mod trim;
 
 pub use allocator::{AllocStats, Counters, GLOBAL_COUNTERS, TrackingAllocator};
 pub use scope::{MemoryScope, MemorySummary};
-pub use trim::{trim, tune_allocator};
+pub use trim::{Trimmed, trim, tune_allocator};

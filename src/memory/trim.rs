@@ -20,19 +20,35 @@ pub fn tune_allocator() {
     }
 }
 
-/// Returns freed memory to the operating system and reports the bytes of RSS given back.
+/// What a [`trim`] gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Bytes of this process's RSS.
+    pub host: u64,
+    /// Bytes the device's memory pool stopped reserving (GPU backends; 0 on the CPU ones).
+    pub device: u64,
+}
+
+/// Returns freed memory to the operating system and the device, and reports what was given
+/// back.
 ///
 /// glibc keeps freed memory in its per-thread arenas and rarely returns it: `malloc_trim(0)`
 /// releases the free pages of every arena. GPU backends keep device memory in pools that Burn's
-/// `memory_cleanup` shrinks. Elsewhere (macOS, musl) this is a no-op for host memory: those
-/// allocators return large blocks eagerly.
-pub fn trim(device: &Device) -> u64 {
-    let before = ember_train::sys::rss_bytes();
+/// `memory_cleanup` shrinks (what each pool reserves is read before and after). Elsewhere
+/// (macOS, musl) this is a no-op for host memory: those allocators return large blocks eagerly.
+pub fn trim(device: &Device) -> Trimmed {
+    let host_before = ember_train::sys::rss_bytes();
+    let reserved = || device.memory_pool_usage().map_or(0, |u| u.bytes_reserved);
+    let device_before = reserved();
     device.memory_cleanup();
+    let device_freed = device_before.saturating_sub(reserved());
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);
     }
-    before.saturating_sub(ember_train::sys::rss_bytes())
+    Trimmed {
+        host: host_before.saturating_sub(ember_train::sys::rss_bytes()),
+        device: device_freed,
+    }
 }
