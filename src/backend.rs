@@ -225,24 +225,12 @@ fn no_adapter_advice() -> String {
     if cfg!(target_os = "macos") {
         return format!("no Metal adapter found; wgpu needs a Mac with Metal support, {instead}");
     }
-    if cfg!(windows) {
+    if !cfg!(unix) {
         return format!(
             "no DirectX 12 or Vulkan adapter found; install your GPU's driver, {instead}"
         );
     }
-    // SAFETY: dlopen with a constant name only loads the library (or fails); the handle is
-    // closed at once.
-    let loader = unsafe {
-        let handle = libc::dlopen(
-            c"libvulkan.so.1".as_ptr(),
-            libc::RTLD_LAZY | libc::RTLD_LOCAL,
-        );
-        if !handle.is_null() {
-            libc::dlclose(handle);
-        }
-        !handle.is_null()
-    };
-    if loader {
+    if vulkan_loader_present() {
         format!(
             "no graphics adapter found: the Vulkan loader is installed but no Vulkan driver is \
              (install your GPU's driver, e.g. NVIDIA's, or Mesa's: `apt install mesa-vulkan-drivers`, \
@@ -254,6 +242,28 @@ fn no_adapter_advice() -> String {
              (`apt install libvulkan1 mesa-vulkan-drivers`, or your GPU's driver), {instead}"
         )
     }
+}
+
+/// Whether the Vulkan loader library can be loaded (Linux and other Unix systems).
+#[cfg(all(feature = "wgpu", unix))]
+fn vulkan_loader_present() -> bool {
+    // SAFETY: dlopen with a constant name only loads the library (or fails); the handle is
+    // closed at once.
+    unsafe {
+        let handle = libc::dlopen(
+            c"libvulkan.so.1".as_ptr(),
+            libc::RTLD_LAZY | libc::RTLD_LOCAL,
+        );
+        if !handle.is_null() {
+            libc::dlclose(handle);
+        }
+        !handle.is_null()
+    }
+}
+
+#[cfg(all(feature = "wgpu", not(unix)))]
+fn vulkan_loader_present() -> bool {
+    false
 }
 
 /// The CPU backends' matmul engines: Ember's fused Linear layers, and the backend's own for the

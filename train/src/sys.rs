@@ -39,7 +39,15 @@ pub fn available_memory_bytes() -> Option<u64> {
     imp::available_memory_bytes()
 }
 
+/// Free space for an unprivileged user on the filesystem holding `path`, in bytes (`None` off
+/// Unix).
+#[cfg(not(unix))]
+pub fn free_disk_bytes(_path: &Path) -> Option<u64> {
+    None
+}
+
 /// Free space for an unprivileged user on the filesystem holding `path`, in bytes.
+#[cfg(unix)]
 pub fn free_disk_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
