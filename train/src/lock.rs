@@ -98,7 +98,10 @@ impl CheckpointLock {
         if !dir.join(WRITE_LOCK).exists() {
             return Ok(None);
         }
-        let file = open(dir).map_err(|e| format!("{}: {e}", dir.join(WRITE_LOCK).display()))?;
+        // Read-only: a shared lock needs no write access, so checkpoints on a read-only disk
+        // (a mounted archive, say) stay readable.
+        let path = dir.join(WRITE_LOCK);
+        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         match file.try_lock_shared() {
             Ok(()) => Ok(Some(Self { _file: file })),
             Err(TryLockError::WouldBlock) => Err(format!(
