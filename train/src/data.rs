@@ -3,7 +3,10 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::config::RunConfig;
+use crate::error::TrainError;
 use crate::rng::SplitMix64;
+use crate::tokenizer::CharTokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -24,6 +27,20 @@ pub struct Batch {
 }
 
 impl Dataset {
+    /// `text` encoded with `tokenizer` and split as the config says (`data.val_fraction`, and
+    /// windows of `model.context` tokens).
+    pub fn from_text(
+        text: &str,
+        tokenizer: &CharTokenizer,
+        config: &RunConfig,
+    ) -> Result<Self, TrainError> {
+        let tokens = tokenizer
+            .encode(text)
+            .map_err(|e| TrainError::Data(format!("the training text: {e}")))?;
+        Self::split(&tokens, config.data.val_fraction, config.model.context)
+            .map_err(TrainError::Data)
+    }
+
     /// The first `1 - val_fraction` of `tokens` is training data, the rest validation. Both
     /// must hold more than `context` tokens, so that a window and its shifted target fit.
     pub fn split(tokens: &[u32], val_fraction: f64, context: usize) -> Result<Self, String> {

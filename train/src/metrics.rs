@@ -31,7 +31,7 @@ pub struct StepRecord {
     pub val_bpc: Option<f64>,
     /// Where this step's training time went (not written to `metrics.jsonl`).
     #[serde(skip)]
-    pub phases: crate::trainer::PhaseTimes,
+    pub phases: crate::timing::PhaseTimes,
     /// Whether this record goes to `metrics.jsonl` (every `log_every` steps, evals, first, last).
     #[serde(skip)]
     pub logged: bool,

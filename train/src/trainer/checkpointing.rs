@@ -1,0 +1,78 @@
+//! Saving the run's state as a checkpoint, and the way back to the last good one when the loss
+//! diverges.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+
+use super::Trainer;
+use crate::checkpoint::{CheckpointFiles, CheckpointState, FORMAT_VERSION};
+use crate::error::TrainError;
+
+impl Trainer {
+    /// Completes a [`TrainError::NonFinite`] with the way back: the last good checkpoint
+    /// (`saved`, the newest this run wrote, or the one it resumed from) and the command that
+    /// continues from it with half the learning rate.
+    pub(super) fn with_recovery(&self, error: TrainError, saved: Option<&Path>) -> TrainError {
+        let TrainError::NonFinite {
+            step, what, value, ..
+        } = error
+        else {
+            return error;
+        };
+        let lr = self.config.train.lr / 2.0;
+        let recovery = match saved.or(self.resumed_from.as_deref()) {
+            Some(checkpoint) => format!(
+                "The last good checkpoint is {0}; continue from it with a lower learning rate: train --resume {0} --change-optimizer --set train.lr={lr:e}",
+                checkpoint.display()
+            ),
+            None => format!(
+                "No checkpoint was saved before it; start again with a lower learning rate (--set train.lr={lr:e}) or check the data"
+            ),
+        };
+        TrainError::NonFinite {
+            step,
+            what,
+            value,
+            recovery,
+        }
+    }
+
+    /// Writes a checkpoint of the model after `step` updates.
+    pub(super) fn save_checkpoint(
+        &self,
+        step: usize,
+        train_time_s: f64,
+    ) -> Result<PathBuf, TrainError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            TrainError::Data(format!("step {step}: cannot serialize the checkpoint: {e}"))
+        };
+        let model = self
+            .model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| failed(&e))?;
+        let optimizer = self.optim.into_bytes().map_err(|e| failed(&e))?;
+        let files = CheckpointFiles {
+            model: model.to_vec(),
+            optimizer: optimizer.to_vec(),
+            state: CheckpointState {
+                format_version: FORMAT_VERSION,
+                step,
+                train_time_s,
+                ember_version: env!("CARGO_PKG_VERSION").to_string(),
+                changes: self.changes.clone(),
+            },
+            config_toml: self.config.to_toml(),
+            vocab_json: self.tokenizer.to_json(),
+        };
+        self.checkpoints
+            .save(&files)
+            .map_err(|error| TrainError::CheckpointWrite {
+                step,
+                run: self.run_dir.clone(),
+                error,
+            })
+    }
+}

@@ -1,0 +1,87 @@
+//! What a step does besides training when due: nanoGPT's loss estimate on both splits, and a
+//! sample of text.
+
+use burn::module::Module;
+
+use super::Trainer;
+use crate::data::Split;
+use crate::error::TrainError;
+use crate::hooks::StepHooks;
+use crate::metrics::EvalRecord;
+use crate::rng::{SplitMix64, Stream};
+use crate::sample::{SamplingConfig, generate};
+use tracing::info;
+
+impl Trainer {
+    /// nanoGPT's `estimate_loss`: mean loss over `eval_iters` batches of each split, drawn from
+    /// their own stream so that evaluating never shifts the training batches.
+    pub(super) fn maybe_eval(
+        &mut self,
+        step: usize,
+        hooks: &mut dyn StepHooks,
+    ) -> Result<Option<EvalRecord>, TrainError> {
+        let t = &self.config.train;
+        if t.eval_iters == 0 {
+            return Ok(None);
+        }
+        let model = self.model.valid();
+        let device = self.device.clone().without_autodiff();
+        let mean = |split: Split, stream_step: u64| {
+            let mut rng = SplitMix64::keyed(t.seed, Stream::EvalBatches, stream_step);
+            let total: f64 = (0..t.eval_iters)
+                .map(|_| {
+                    let b = self.data.batch(
+                        split,
+                        t.batch_size,
+                        self.config.model.context,
+                        &mut rng,
+                        &device,
+                    );
+                    f64::from(model.loss(b.inputs, b.targets).into_scalar::<f32>())
+                })
+                .sum();
+            total / t.eval_iters as f64
+        };
+        let eval = EvalRecord {
+            step,
+            train_loss: mean(Split::Train, 2 * step as u64),
+            val_loss: mean(Split::Val, 2 * step as u64 + 1),
+        };
+        if !eval.val_loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                what: "validation loss",
+                value: eval.val_loss,
+                recovery: String::new(),
+            });
+        }
+        info!(
+            step,
+            train_loss = eval.train_loss,
+            val_loss = eval.val_loss,
+            "eval"
+        );
+        hooks.on_eval(&eval);
+        Ok(Some(eval))
+    }
+
+    /// `sample_tokens` characters from the current model, starting from a newline.
+    pub(super) fn sample(&mut self, step: usize, hooks: &mut dyn StepHooks) -> String {
+        let t = &self.config.train;
+        let start = self.tokenizer.encode("\n").unwrap_or_else(|_| vec![0]);
+        let mut rng = SplitMix64::keyed(t.seed, Stream::Sampling, step as u64);
+        let device = self.device.clone().without_autodiff();
+        let ids = generate(
+            &self.model.valid(),
+            &start,
+            t.sample_tokens,
+            SamplingConfig::default(),
+            &mut rng,
+            &device,
+            |_| {},
+        );
+        let text = self.tokenizer.decode(&ids[start.len()..]);
+        hooks.on_sample(step, &text);
+        text
+    }
+}

@@ -1,0 +1,269 @@
+//! The training loop, phase by phase as nanoGPT's: evaluate when due, draw a batch, forward,
+//! backward, clip the global gradient norm, step AdamW with the scheduled learning rate, log.
+//!
+//! # The step scope
+//! Each step is bracketed by [`StepHooks::begin_step`] and [`StepHooks::end_step`]. Everything a
+//! step allocates (forward, backward, update, and, when due, evaluation, sampling and, later,
+//! checkpointing) happens between the two, in that order; `end_step` is the last thing a step
+//! does, so that a hook that accounts for memory sees every byte the step kept. Nothing of a
+//! step may allocate after its `end_step`.
+
+mod checkpointing;
+mod evaluate;
+mod start;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use ember_model::Gpt;
+
+use crate::checkpoint::{Checkpoints, SettingChange};
+use crate::config::RunConfig;
+use crate::data::{Dataset, Split};
+use crate::error::{TrainError, io};
+use crate::hooks::StepHooks;
+use crate::lock::RunLock;
+use crate::metrics::{EvalRecord, MetricsWriter, StepRecord};
+use crate::optim::clip_global_norm;
+use crate::rng::{SplitMix64, Stream};
+use crate::schedule::LrSchedule;
+use crate::sys::{peak_rss_bytes, rss_bytes};
+use crate::timing::{PhaseClock, PhaseTimes};
+use crate::tokenizer::CharTokenizer;
+
+/// Steps whose phases are logged at debug level (all steps at trace level).
+const DEBUG_STEPS: usize = 5;
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The last step done (less than the configured steps when stopped by a signal).
+    pub steps: usize,
+    /// Stopped by [`Trainer::stop_flag`] before the configured last step.
+    pub stopped: bool,
+    pub last_checkpoint: Option<PathBuf>,
+    pub last_loss: f64,
+    pub last_eval: Option<EvalRecord>,
+    pub train_time_s: f64,
+    pub tokens_per_sec: f64,
+    pub peak_rss_bytes: u64,
+    pub sample: String,
+}
+
+pub struct Trainer {
+    config: RunConfig,
+    device: Device,
+    tokenizer: CharTokenizer,
+    data: Dataset,
+    model: Gpt,
+    optim: ModuleOptimizer,
+    schedule: LrSchedule,
+    run_dir: PathBuf,
+    metrics: MetricsWriter,
+    checkpoints: Checkpoints,
+    /// Updates already done (0 for a new run, the checkpoint's step for a resumed one).
+    start_step: usize,
+    /// Training time of the steps before `start_step`.
+    earlier_train_time: f64,
+    stop: Arc<AtomicBool>,
+    sync_phases: bool,
+    /// The checkpoint this run resumed from, the last good one until the run saves another.
+    resumed_from: Option<PathBuf>,
+    /// Settings changed on resume, carried into every checkpoint of the run.
+    changes: Vec<SettingChange>,
+    /// This process's hold on the run folder, for as long as the trainer lives.
+    _lock: RunLock,
+}
+
+impl Trainer {
+    /// Set it (from a signal handler, say) to finish the current step, save a checkpoint and
+    /// return.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// The step a resumed run continues after (0 for a new run).
+    pub fn start_step(&self) -> usize {
+        self.start_step
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn tokenizer(&self) -> &CharTokenizer {
+        &self.tokenizer
+    }
+
+    /// Runs every step of the config, evaluating and sampling when due.
+    pub fn train(&mut self, hooks: &mut dyn StepHooks) -> Result<Summary, TrainError> {
+        let t = self.config.train.clone();
+        let tokens_per_step = (t.batch_size * self.config.model.context) as f64;
+        let start = Instant::now();
+        let (mut train_time, mut window_time, mut window_steps) = (0.0, 0.0, 0usize);
+        // A new run evaluates its initial model; a resumed one already did.
+        let mut last_eval = if self.start_step == 0 {
+            self.maybe_eval(0, hooks)
+                .map_err(|e| self.with_recovery(e, None))?
+        } else {
+            None
+        };
+        let mut last_loss = f64::NAN;
+        let mut sample = String::new();
+        let (mut last_step, mut last_checkpoint, mut stopped) = (self.start_step, None, false);
+
+        for step in self.start_step + 1..=t.steps {
+            hooks.begin_step(step);
+            let step_start = Instant::now();
+            let Update {
+                lr,
+                loss,
+                grad_norm,
+                phases,
+            } = self
+                .step(step)
+                .map_err(|e| self.with_recovery(e, last_checkpoint.as_deref()))?;
+            let dt = step_start.elapsed().as_secs_f64();
+            (train_time, window_time, window_steps) =
+                (train_time + dt, window_time + dt, window_steps + 1);
+            last_loss = loss;
+
+            let eval_due = due(t.eval_every, step) || step == t.steps;
+            let eval = if eval_due {
+                self.maybe_eval(step, hooks)
+                    .map_err(|e| self.with_recovery(e, last_checkpoint.as_deref()))?
+            } else {
+                None
+            };
+            last_eval = eval.or(last_eval);
+            stopped = self.stop.load(Ordering::Relaxed) && step < t.steps;
+            if stopped || step == t.steps || due(t.checkpoint_every, step) {
+                let path = self.save_checkpoint(step, self.earlier_train_time + train_time)?;
+                hooks.on_checkpoint(step, &path);
+                last_checkpoint = Some(path);
+            }
+            // The final sample belongs to the last step too, so that it is accounted in its scope.
+            let sample_due = step == t.steps || due(t.sample_every, step);
+            if t.sample_tokens > 0 && sample_due {
+                sample = self.sample(step, hooks);
+            }
+
+            let mut record = StepRecord {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_sec: tokens_per_step * window_steps as f64 / window_time,
+                ms_per_step: 1e3 * window_time / window_steps as f64,
+                rss_bytes: rss_bytes(),
+                elapsed_s: start.elapsed().as_secs_f64(),
+                train_loss: eval.map(|e| e.train_loss),
+                val_loss: eval.map(|e| e.val_loss),
+                val_bpc: eval.map(|e| e.val_loss / std::f64::consts::LN_2),
+                phases,
+                logged: step == 1 || step == t.steps || eval.is_some() || due(t.log_every, step),
+                ..StepRecord::default()
+            };
+            hooks.end_step(&mut record).map_err(TrainError::Hook)?;
+            if record.logged || stopped {
+                let path = self.run_dir.join("metrics.jsonl");
+                self.metrics.write(&record).map_err(io(&path))?;
+                (window_time, window_steps) = (0.0, 0);
+            }
+            last_step = step;
+            if stopped {
+                break;
+            }
+        }
+        let done = last_step - self.start_step;
+        Ok(Summary {
+            steps: last_step,
+            stopped,
+            last_checkpoint,
+            last_loss,
+            last_eval,
+            train_time_s: train_time,
+            tokens_per_sec: tokens_per_step * done as f64 / train_time.max(f64::MIN_POSITIVE),
+            peak_rss_bytes: peak_rss_bytes(),
+            sample,
+        })
+    }
+
+    /// One optimizer update for `step` (1-based) at the scheduled learning rate, timed phase by
+    /// phase: the whole training work of a step, without evaluation, checkpoint or sampling.
+    pub fn step(&mut self, step: usize) -> Result<Update, TrainError> {
+        let t = &self.config.train;
+        let lr = self.schedule.at(step - 1);
+        let verbose = step <= DEBUG_STEPS && tracing::enabled!(tracing::Level::DEBUG)
+            || tracing::enabled!(tracing::Level::TRACE);
+        let mut clock = PhaseClock::new(verbose, self.sync_phases || verbose, &self.device, step);
+
+        let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
+        let batch = self.data.batch(
+            Split::Train,
+            t.batch_size,
+            self.config.model.context,
+            &mut rng,
+            &self.device,
+        );
+        let data = clock.phase("data");
+        let loss = self.model.loss(batch.inputs, batch.targets);
+        let forward = clock.phase("forward");
+        let grads = loss.backward();
+        let backward = clock.phase("backward");
+        let mut grads = GradientsParams::from_grads(grads, &self.model);
+        let grad_norm = clip_global_norm(&self.model, &mut grads, t.grad_clip);
+        let loss = f64::from(loss.into_scalar::<f32>());
+        for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    what,
+                    value,
+                    recovery: String::new(),
+                });
+            }
+        }
+        let clip = clock.phase("clip");
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        let optimizer = clock.phase("optimizer");
+        Ok(Update {
+            lr,
+            loss,
+            grad_norm,
+            phases: PhaseTimes {
+                data,
+                forward,
+                backward,
+                clip,
+                optimizer,
+            },
+        })
+    }
+
+    /// Synchronize the device after every phase so that phase times are exact on asynchronous
+    /// backends (GPUs), at some cost in throughput. CPU backends are synchronous anyway.
+    pub fn set_exact_phase_timing(&mut self, on: bool) {
+        self.sync_phases = on;
+    }
+}
+
+/// What one optimizer update did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Update {
+    pub lr: f64,
+    /// Loss of the step's batch, before the update.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub phases: PhaseTimes,
+}
+
+/// Whether something done every `every` steps (0: never) is due at `step`.
+fn due(every: usize, step: usize) -> bool {
+    every > 0 && step.is_multiple_of(every)
+}

@@ -1,0 +1,218 @@
+//! How a trainer starts: a new run (tokenizer from the text, a new run folder, fresh weights)
+//! or the continuation of a checkpoint (its vocabulary, weights, optimizer state and run
+//! folder), behind one constructor.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use tracing::info;
+
+use super::Trainer;
+use crate::checkpoint::{
+    CheckpointFiles, CheckpointState, Checkpoints, SettingChange, decode_model, decode_optimizer,
+    run_dir_of,
+};
+use crate::config::RunConfig;
+use crate::data::{Dataset, Split};
+use crate::error::{TrainError, io};
+use crate::lock::RunLock;
+use crate::metrics::MetricsWriter;
+use crate::optim::adamw;
+use crate::run_dir::{atomic_write, create_run_dir};
+use crate::schedule::LrSchedule;
+use crate::tokenizer::CharTokenizer;
+
+impl Trainer {
+    /// Tokenizes `text`, creates the run folder (named after `stem` unless the config names it)
+    /// with its `config.toml` and `vocab.json`, and builds the model on `device` with autodiff.
+    pub fn new(
+        config: RunConfig,
+        text: &str,
+        stem: &str,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        Self::start(config, text, device, Start::New { stem })
+    }
+
+    /// Continues the run a checkpoint belongs to, in its run folder, from the step after it.
+    /// `config` must pass [`RunConfig::resume_conflict`] against the checkpoint's; `text` must
+    /// have the checkpoint's vocabulary. Optimizer settings that differ from the checkpoint's
+    /// are logged, recorded in `metrics.jsonl` and carried into every later checkpoint.
+    pub fn resume(
+        config: RunConfig,
+        text: &str,
+        checkpoint: &Path,
+        files: CheckpointFiles,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        Self::start(config, text, device, Start::Resume { checkpoint, files })
+    }
+
+    /// The settings changed on resume over the run's life (empty for an uninterrupted run).
+    pub fn changes(&self) -> &[SettingChange] {
+        &self.changes
+    }
+
+    /// The one constructor: the tokenizer and data (checked before anything is written), then
+    /// the run folder, its lock, the model and the optimizer, new or from the checkpoint.
+    fn start(
+        config: RunConfig,
+        text: &str,
+        device: Device,
+        start: Start,
+    ) -> Result<Self, TrainError> {
+        let tokenizer = match &start {
+            Start::New { .. } => CharTokenizer::from_text(text),
+            Start::Resume { checkpoint, files } => {
+                let saved = CharTokenizer::from_json(&files.vocab_json).map_err(|e| {
+                    TrainError::Data(format!("{}: vocab.json: {e}", checkpoint.display()))
+                })?;
+                if CharTokenizer::from_text(text) != saved {
+                    return Err(TrainError::Data(format!(
+                        "the training text's characters differ from the checkpoint's vocabulary ({} characters); resume with the same data.path",
+                        saved.vocab_size()
+                    )));
+                }
+                saved
+            }
+        };
+        let data = Dataset::from_text(text, &tokenizer, &config)?;
+        let device = device.autodiff();
+        let (run_dir, lock, model, optim, resumed) = match start {
+            Start::New { stem } => {
+                let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)
+                    .map_err(TrainError::Data)?;
+                let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+                let vocab_path = run_dir.join("vocab.json");
+                atomic_write(&vocab_path, tokenizer.to_json().as_bytes())
+                    .map_err(io(&vocab_path))?;
+                device.seed(config.train.seed);
+                let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
+                (run_dir, lock, model, adamw(&config.train), None)
+            }
+            Start::Resume { checkpoint, files } => {
+                let damaged = |what: &str, e: &dyn std::fmt::Display| {
+                    TrainError::Data(format!(
+                        "{}: cannot load the {what}: {e}",
+                        checkpoint.display()
+                    ))
+                };
+                let gpt = config.model.gpt(tokenizer.vocab_size());
+                let model =
+                    decode_model(&gpt, files.model, &device).map_err(|e| damaged("model", &e))?;
+                let optim = decode_optimizer(&config.train, files.optimizer)
+                    .map_err(|e| damaged("optimizer state", &e))?;
+                let run_dir = run_dir_of(checkpoint);
+                let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+                let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {
+                    TrainError::Data(format!("{}: config.toml: {e}", checkpoint.display()))
+                })?;
+                let state = continue_metrics(&run_dir, files.state, &config, &saved)?;
+                (
+                    run_dir,
+                    lock,
+                    model,
+                    optim,
+                    Some((checkpoint.to_path_buf(), state)),
+                )
+            }
+        };
+        let config_path = run_dir.join("config.toml");
+        atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let metrics = MetricsWriter::create(&metrics_path).map_err(io(&metrics_path))?;
+        let t = &config.train;
+        let schedule = LrSchedule {
+            lr: t.lr,
+            min_lr: t.min_lr,
+            warmup: t.warmup,
+            decay_steps: t.steps,
+        };
+        info!(
+            params = model.num_params(),
+            vocab = tokenizer.vocab_size(),
+            train_tokens = data.tokens(Split::Train).len(),
+            val_tokens = data.tokens(Split::Val).len(),
+            run_dir = %run_dir.display(),
+            resumed_at = resumed.as_ref().map(|(_, s)| s.step),
+            "model and data ready"
+        );
+        Ok(Self {
+            checkpoints: Checkpoints::new(&run_dir, t.keep_last),
+            start_step: resumed.as_ref().map_or(0, |(_, s)| s.step),
+            earlier_train_time: resumed.as_ref().map_or(0.0, |(_, s)| s.train_time_s),
+            resumed_from: resumed.as_ref().map(|(path, _)| path.clone()),
+            changes: resumed.map_or_else(Vec::new, |(_, s)| s.changes),
+            _lock: lock,
+            stop: Arc::new(AtomicBool::new(false)),
+            sync_phases: false,
+            optim,
+            config,
+            device,
+            tokenizer,
+            data,
+            model,
+            schedule,
+            run_dir,
+            metrics,
+        })
+    }
+}
+
+/// How a trainer starts: a new run, or the continuation of a checkpoint.
+enum Start<'a> {
+    New {
+        stem: &'a str,
+    },
+    Resume {
+        checkpoint: &'a Path,
+        files: CheckpointFiles,
+    },
+}
+
+/// Drops the lines a resumed run will log again from `metrics.jsonl`, records there the
+/// optimizer settings `config` changes from the checkpoint's `saved` ones, and returns the
+/// checkpoint's state with those changes added.
+fn continue_metrics(
+    run_dir: &Path,
+    mut state: CheckpointState,
+    config: &RunConfig,
+    saved: &RunConfig,
+) -> Result<CheckpointState, TrainError> {
+    let metrics_path = run_dir.join("metrics.jsonl");
+    crate::metrics::truncate_after(&metrics_path, state.step).map_err(io(&metrics_path))?;
+    let step = state.step;
+    let changes: Vec<SettingChange> = config
+        .optimizer_changes(saved)
+        .into_iter()
+        .map(|(key, from, to)| SettingChange {
+            step,
+            key,
+            from,
+            to,
+        })
+        .collect();
+    if !changes.is_empty() {
+        let event = ResumeEvent {
+            step,
+            event: "resumed with changed settings",
+            changes: &changes,
+        };
+        MetricsWriter::create(&metrics_path)
+            .and_then(|mut m| m.write(&event))
+            .map_err(io(&metrics_path))?;
+    }
+    state.changes.extend(changes);
+    Ok(state)
+}
+
+/// The `metrics.jsonl` line of a resume that changed settings.
+#[derive(serde::Serialize)]
+struct ResumeEvent<'a> {
+    step: usize,
+    event: &'static str,
+    changes: &'a [SettingChange],
+}
