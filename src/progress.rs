@@ -48,7 +48,7 @@ impl Progress {
 
 impl StepHooks for Progress {
     fn end_step(&mut self, r: &mut StepRecord) -> Result<(), String> {
-        let live = r.extra.get("live_bytes").and_then(|v| v.as_u64());
+        let live = r.memory.map(|m| m.live_bytes);
         let figures = format!(
             "loss {:.4} | lr {:.2e} | {:.0} tok/s | {:.1} ms/step | rss {}{}",
             r.loss,

@@ -3,9 +3,8 @@ use std::fmt;
 use burn::tensor::{Device, MemoryPoolUsage};
 use ember_train::StepHooks;
 use ember_train::config::{LeakPolicy, MemorySection};
-use ember_train::metrics::StepRecord;
+use ember_train::metrics::{DeviceFigures, MemoryFigures, StepRecord};
 use ember_train::sys::{peak_rss_bytes, rss_bytes};
-use serde_json::json;
 use tracing::warn;
 
 use super::{Counters, trim};
@@ -118,25 +117,26 @@ impl StepHooks for MemoryScope {
         if self.steps_seen == self.config.warmup_steps.max(1) {
             self.after_warmup = Some(snapshot);
         }
-        let extra = &mut record.extra;
-        extra.insert("live_bytes".into(), json!(stats.live));
-        extra.insert("peak_live_bytes".into(), json!(stats.peak));
-        extra.insert("step_peak_bytes".into(), json!(stats.window_peak));
-        extra.insert("kept_bytes".into(), json!(kept));
-        extra.insert("allocations".into(), json!(stats.allocs));
-        // Bytes given back since the previous logged line, so that none go unreported.
-        extra.insert("trimmed_bytes".into(), json!(self.trimmed_since_log));
         // GPU backends: the device pool, read after the trim.
-        if let Some(usage) = self.device.memory_pool_usage() {
+        let device = self.device.memory_pool_usage().map(|usage| {
             self.device_peak_reserved = self.device_peak_reserved.max(usage.bytes_reserved);
             self.device_last = Some(usage);
-            extra.insert("device_bytes_in_use".into(), json!(usage.bytes_in_use));
-            extra.insert("device_bytes_reserved".into(), json!(usage.bytes_reserved));
-            extra.insert(
-                "device_trimmed_bytes".into(),
-                json!(self.device_trimmed_since_log),
-            );
-        }
+            DeviceFigures {
+                device_bytes_in_use: usage.bytes_in_use,
+                device_bytes_reserved: usage.bytes_reserved,
+                device_trimmed_bytes: self.device_trimmed_since_log,
+            }
+        });
+        record.memory = Some(MemoryFigures {
+            live_bytes: stats.live as u64,
+            peak_live_bytes: stats.peak as u64,
+            step_peak_bytes: stats.window_peak as u64,
+            kept_bytes: kept,
+            allocations: stats.allocs,
+            // Bytes given back since the previous logged line, so that none go unreported.
+            trimmed_bytes: self.trimmed_since_log,
+            device,
+        });
         if record.logged {
             self.trimmed_since_log = 0;
             self.device_trimmed_since_log = 0;

@@ -35,9 +35,38 @@ pub struct StepRecord {
     /// Whether this record goes to `metrics.jsonl` (every `log_every` steps, evals, first, last).
     #[serde(skip)]
     pub logged: bool,
-    /// Fields that step hooks add (the memory module's figures, for example).
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// What the step did with memory, when a memory scope watches the run.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryFigures>,
+}
+
+/// A step's memory, as the memory scope measured it (all in bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MemoryFigures {
+    /// Heap bytes allocated and not freed at the end of the step.
+    pub live_bytes: u64,
+    /// Highest live bytes since the process started.
+    pub peak_live_bytes: u64,
+    /// Highest live bytes during this step.
+    pub step_peak_bytes: u64,
+    /// Live bytes the step added (negative: freed).
+    pub kept_bytes: i64,
+    /// Allocations since the process started.
+    pub allocations: u64,
+    /// RSS given back to the OS by the trims since the previous logged line.
+    pub trimmed_bytes: u64,
+    /// The device's memory pool, on backends that have one (GPUs).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceFigures>,
+}
+
+/// A device memory pool after a step (GPU backends), in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct DeviceFigures {
+    pub device_bytes_in_use: u64,
+    pub device_bytes_reserved: u64,
+    /// What the pool's cleanup freed since the previous logged line.
+    pub device_trimmed_bytes: u64,
 }
 
 /// The loss estimate of an evaluation, as nanoGPT's `estimate_loss`.
