@@ -16,6 +16,12 @@ pub const BACKENDS: [(&str, &str); 4] = [
     ("cuda", "cuda"),
 ];
 
+/// The `--device` help of every command.
+pub const DEVICE_HELP: &str = "Backend: auto, ndarray, flex, wgpu, cuda or cuda:N";
+
+/// The `--threads` help of every command.
+pub const THREADS_HELP: &str = "CPU worker threads, 0 = one per core";
+
 /// A device chosen by name, with what the start-up banner says about it.
 pub struct Selected {
     pub device: Device,

@@ -19,11 +19,9 @@ use crate::backend;
 pub struct BenchSpec {
     #[arg(long, default_value = "small")]
     pub preset: String,
-    /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", help = crate::backend::DEVICE_HELP)]
     pub device: String,
-    /// CPU worker threads, 0 = one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help = crate::backend::THREADS_HELP)]
     pub threads: usize,
     /// Untimed steps first.
     #[arg(long, default_value_t = 5)]

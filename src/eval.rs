@@ -22,11 +22,9 @@ pub struct EvalSpec {
     /// Windows per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", help = crate::backend::DEVICE_HELP)]
     pub device: String,
-    /// CPU worker threads, 0 = one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help = crate::backend::THREADS_HELP)]
     pub threads: usize,
 }
 

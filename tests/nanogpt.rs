@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{cpu, out_err, values};
@@ -93,10 +92,7 @@ fn exports_of_nanogpt_architecture_are_nanogpt_state_dicts() {
 }
 
 fn ember(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::ember_bin(&[]).args(args).output().unwrap()
 }
 
 #[test]
@@ -121,7 +117,7 @@ fn ember_import_makes_a_run_that_generates_and_fine_tunes() {
     assert!(imported.status.success(), "{}", out_err(&imported));
     assert!(run.join("checkpoints/step-0000000/model.bpk").exists());
 
-    let sample = Command::new(env!("CARGO_BIN_EXE_generate"))
+    let sample = common::generate_bin(&[])
         .args([
             "--run",
             run_s,
@@ -137,7 +133,7 @@ fn ember_import_makes_a_run_that_generates_and_fine_tunes() {
     assert!(sample.status.success(), "{}", out_err(&sample));
     assert!(String::from_utf8_lossy(&sample.stdout).starts_with("Fir"));
 
-    let tuned = Command::new(env!("CARGO_BIN_EXE_train"))
+    let tuned = common::train_bin(&[])
         .args([
             "--resume",
             run_s,

@@ -5,7 +5,6 @@ mod common;
 
 use common::out_err;
 use std::path::Path;
-use std::process::Command;
 
 use ember::report::{ReportOptions, differing_keys, load_run, write_svg};
 
@@ -121,7 +120,7 @@ fn a_malformed_metrics_line_is_named_by_its_line_number() {
 fn a_run_writes_its_report_and_eval_scores_a_file() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().to_str().unwrap();
-    let trained = Command::new(env!("CARGO_BIN_EXE_train"))
+    let trained = common::train_bin(&[])
         .args([
             "--preset",
             "tiny",
@@ -158,7 +157,7 @@ fn a_run_writes_its_report_and_eval_scores_a_file() {
 
     let text = root.path().join("text.txt");
     write(&text, &ember_train::corpus::TINY_SHAKESPEARE[..5000]);
-    let eval = Command::new(env!("CARGO_BIN_EXE_ember"))
+    let eval = common::ember_bin(&[])
         .args([
             "eval",
             "--run",
@@ -176,7 +175,7 @@ fn a_run_writes_its_report_and_eval_scores_a_file() {
     );
 
     write(&text, "First line\nsecond é\n");
-    let refused = Command::new(env!("CARGO_BIN_EXE_ember"))
+    let refused = common::ember_bin(&[])
         .args([
             "eval",
             "--run",

@@ -1,15 +1,15 @@
 //! Checkpoints and resume: bit-exact continuation in process and after a SIGTERM, refusal of
-//! incompatible configs, damaged files, leftovers of a crash, pruning.
+//! incompatible configs, damaged files (and the fall back to the newest that verifies),
+//! leftovers of a crash, pruning.
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TINY, generate_bin, out_err, train_bin, trained_run};
+use common::{TINY, out_err, train_bin, trained_run};
 use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
@@ -276,85 +276,4 @@ fn damaged_or_half_written_checkpoints_are_handled() {
         "{}",
         out_err(&o)
     );
-}
-
-#[test]
-fn generate_is_reproducible_and_names_unknown_characters() {
-    let out = tempfile::tempdir().unwrap();
-    let run = trained_run(out.path(), &[]);
-    let generate = |args: &[&str]| {
-        generate_bin(&[])
-            .args(["--run", run.to_str().unwrap(), "--max-tokens", "40"])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let (a, b, c) = (
-        generate(&["--seed", "1", "--prompt", "ROMEO:"]),
-        generate(&["--seed", "1", "--prompt", "ROMEO:"]),
-        generate(&["--seed", "2", "--prompt", "ROMEO:"]),
-    );
-    assert!(a.status.success(), "{}", out_err(&a));
-    assert_eq!(a.stdout, b.stdout);
-    assert_ne!(a.stdout, c.stdout);
-    let text = String::from_utf8_lossy(&a.stdout);
-    assert!(
-        text.starts_with("ROMEO:") && text.trim_end().chars().count() >= 40,
-        "{text}"
-    );
-    let bad = generate(&["--prompt", "Roméo"]);
-    assert!(!bad.status.success());
-    assert!(
-        out_err(&bad)
-            .contains("--prompt: character 'é' (U+00E9) at character 3 is not in the vocabulary"),
-        "{}",
-        out_err(&bad)
-    );
-    let top = generate(&["--top-k", "1", "--seed", "5"]);
-    let top2 = generate(&["--top-k", "1", "--seed", "6"]);
-    assert_eq!(
-        top.stdout, top2.stdout,
-        "top-k 1 is greedy, whatever the seed"
-    );
-}
-
-#[test]
-fn export_round_trips_with_nanogpt_names() {
-    let out = tempfile::tempdir().unwrap();
-    let run = trained_run(out.path(), &[]);
-    let file = out.path().join("model.safetensors");
-    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args([
-            "export",
-            "--run",
-            run.to_str().unwrap(),
-            "--out",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out_err(&o));
-    let bytes = std::fs::read(&file).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let shape = |n: &str| tensors.tensor(n).unwrap().shape().to_vec();
-    assert_eq!(shape("transformer.h.0.attn.c_attn.weight"), [192, 64]);
-    assert_eq!(shape("transformer.h.0.mlp.c_proj.weight"), [64, 256]);
-    assert_eq!(shape("transformer.wpe.weight"), [64, 64]);
-    assert_eq!(shape("transformer.h.0.ln_1.weight"), [64]);
-    assert_eq!(shape("lm_head.bias")[0], shape("lm_head.weight")[0]);
-    assert_eq!(tensors.len(), 2 + 12 + 2 + 2);
-
-    let device = common::cpu();
-    let saved = ember::saved::SavedModel::load(&run, &device).unwrap();
-    let (loaded, gpt, _) = ember_model::from_safetensors(&bytes, &device, None).unwrap();
-    assert_eq!(gpt, saved.gpt);
-    let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
-        burn::tensor::TensorData::new(vec![1i64, 5, 9, 2, 7], [1, 5]),
-        &device,
-    );
-    let (x, y) = (
-        common::values(saved.model.forward(input.clone())),
-        common::values(loaded.forward(input)),
-    );
-    assert_eq!(x, y, "logits differ after the round trip");
 }

@@ -1,10 +1,12 @@
 //! The `train` binary end to end, and its answers to bad input.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn train(out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
+    common::train_bin(&[])
         .args(["--preset", "tiny", "--out"])
         .arg(out)
         .args([

@@ -40,11 +40,9 @@ struct Args {
     top_p: f64,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Backend: auto, ndarray, flex, wgpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", help = ember::backend::DEVICE_HELP)]
     device: String,
-    /// CPU worker threads, 0 = one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help = ember::backend::THREADS_HELP)]
     threads: usize,
 }
 

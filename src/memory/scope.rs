@@ -4,7 +4,7 @@ use burn::tensor::{Device, MemoryPoolUsage};
 use ember_train::StepHooks;
 use ember_train::config::{LeakPolicy, MemorySection};
 use ember_train::metrics::{DeviceFigures, MemoryFigures, StepRecord};
-use ember_train::sys::{peak_rss_bytes, rss_bytes};
+use ember_train::sys::{mib, peak_rss_bytes, rss_bytes};
 use tracing::warn;
 
 use super::{Counters, trim};
@@ -230,17 +230,16 @@ impl MemorySummary {
 
 impl fmt::Display for MemorySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         write!(
             f,
-            "memory: peak RSS {:.1} MiB, peak live {:.1} MiB",
+            "memory: peak RSS {}, peak live {}",
             mib(self.peak_rss),
             mib(self.peak_live)
         )?;
         if let (Some((ws, wl, wr)), Some((ls, ll, lr))) = (self.after_warmup, self.last) {
             write!(
                 f,
-                " | after warm-up (step {ws}): live {:.2} MiB, RSS {:.1} MiB | step {ls}: live {:.2} MiB ({:+} bytes), RSS {:.1} MiB ({:+.2}%)",
+                " | after warm-up (step {ws}): live {}, RSS {} | step {ls}: live {} ({:+} bytes), RSS {} ({:+.2}%)",
                 mib(wl),
                 mib(wr),
                 mib(ll),
@@ -252,7 +251,7 @@ impl fmt::Display for MemorySummary {
         if let Some(d) = self.device {
             write!(
                 f,
-                " | device: peak reserved {:.1} MiB, at the end in use {:.1} MiB, reserved {:.1} MiB",
+                " | device: peak reserved {}, at the end in use {}, reserved {}",
                 mib(d.peak_reserved),
                 mib(d.in_use),
                 mib(d.reserved)

@@ -109,6 +109,13 @@ pub fn generate_bin(args: &[&str]) -> Command {
     cmd
 }
 
+/// The `ember` binary with `args`.
+pub fn ember_bin(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ember"));
+    cmd.args(args);
+    cmd
+}
+
 /// A quick tiny-preset run: 80 steps of 8 sequences, no evaluation or samples, every step logged.
 pub const TINY: [&str; 12] = [
     "--preset",

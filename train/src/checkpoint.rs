@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::config::TrainSection;
 use crate::lock::CheckpointLock;
 use crate::optim::adamw;
-use crate::run_dir::atomic_write;
+use crate::run_dir::{atomic_write, write_synced};
 use crate::sys::{free_disk_bytes, mib};
 
 /// Bumped whenever the layout or meaning of a checkpoint changes.
@@ -367,13 +367,6 @@ pub fn decode_optimizer(train: &TrainSection, bytes: Vec<u8>) -> Result<ModuleOp
         }
     }
     adamw(train).from_bytes(bytes).map_err(|e| e.to_string())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 fn sha256(bytes: &[u8]) -> String {
