@@ -1,3 +1,6 @@
+//! The shape of a GPT (`GptConfig`), how it is built with GPT-2's initialisation, and how many
+//! parameters it has.
+
 use burn::config::Config;
 use burn::nn::{EmbeddingConfig, Initializer, LayerNormConfig, Linear};
 use burn::tensor::Device;

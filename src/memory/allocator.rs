@@ -1,3 +1,6 @@
+//! The tracking allocator: the process allocator with counters of live bytes, peaks and calls,
+//! so that the memory scope can say what each training step kept.
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 

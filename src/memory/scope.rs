@@ -1,3 +1,6 @@
+//! The memory scope around each training step: it records the step's high-water mark and what
+//! it kept, trims every few steps, reads the device pool on GPU backends, and reports a leak.
+
 use std::fmt;
 
 use burn::tensor::{Device, MemoryPoolUsage};

@@ -1,3 +1,6 @@
+//! Giving freed memory back: glibc's heaps to the operating system, a GPU pool to its device;
+//! and the allocator settings that keep freed buffers for reuse between trims.
+
 use burn::tensor::Device;
 
 /// Largest request glibc still serves from its heaps with [`tune_allocator`] (its own ceiling).
