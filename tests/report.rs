@@ -157,16 +157,13 @@ fn a_run_writes_its_report_and_eval_scores_a_file() {
 
     let text = root.path().join("text.txt");
     write(&text, &ember_train::corpus::TINY_SHAKESPEARE[..5000]);
-    let eval = common::ember_bin(&[])
-        .args([
-            "eval",
-            "--run",
-            run.to_str().unwrap(),
-            "--data",
-            text.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let eval_text = || {
+        common::ember_bin(&["eval", "--run", run.to_str().unwrap()])
+            .args(["--data", text.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let eval = eval_text();
     let said = out_err(&eval);
     assert!(eval.status.success(), "{said}");
     assert!(
@@ -175,16 +172,7 @@ fn a_run_writes_its_report_and_eval_scores_a_file() {
     );
 
     write(&text, "First line\nsecond é\n");
-    let refused = common::ember_bin(&[])
-        .args([
-            "eval",
-            "--run",
-            run.to_str().unwrap(),
-            "--data",
-            text.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let refused = eval_text();
     let said = out_err(&refused);
     assert!(!refused.status.success());
     assert!(

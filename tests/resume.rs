@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TINY, out_err, train_bin, trained_run};
+use common::{TINY, losses, out_err, train_bin, trained_run};
 use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
@@ -26,18 +26,6 @@ fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
             "train.checkpoint_every=0",
         ],
     )
-}
-
-/// Losses per step from a run's metrics.jsonl.
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-        })
-        .collect()
 }
 
 /// Every weight of a run's latest checkpoint, in parameter order. (The files themselves differ

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use common::{generate_bin, out_err, train_bin};
+use common::{generate_bin, losses, out_err, train_bin};
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember_train::checkpoint;
 use ember_train::metrics::StepRecord;
@@ -53,16 +53,6 @@ fn config(out: &Path, steps: usize) -> RunConfig {
             "memory.trim_every=4",
         ],
     )
-}
-
-/// (step, loss) of every step line in the run's metrics.
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
-        .collect()
 }
 
 #[test]

@@ -149,3 +149,13 @@ pub fn trained_run(out: &Path, extra: &[&str]) -> PathBuf {
     assert!(o.status.success(), "{}", out_err(&o));
     out.join("r")
 }
+
+/// (step, loss) of every step line of a run's `metrics.jsonl` (event lines have no loss).
+pub fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .collect()
+}
