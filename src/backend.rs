@@ -8,6 +8,8 @@ use std::fmt;
 
 use burn::tensor::Device;
 
+use crate::Error;
+
 /// The backends Ember knows, with the cargo feature that compiles each in.
 pub const BACKENDS: [(&str, &str); 4] = [
     ("ndarray", "ndarray"),
@@ -100,30 +102,37 @@ pub fn compiled() -> Vec<&'static str> {
 
 /// Picks the device for `spec` (`auto`, `ndarray`, `flex`, `wgpu`, `cuda` or `cuda:N`) and sets
 /// the CPU thread policy (`threads` = 0: one per core).
-pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
+pub fn select(spec: &str, threads: usize) -> Result<Selected, Error> {
     let (kind, index) = match spec.split_once(':') {
         Some((kind, index)) => {
-            let index = index
-                .parse::<usize>()
-                .map_err(|_| format!("--device {spec}: `{index}` is not a device index"))?;
+            let index = index.parse::<usize>().map_err(|_| {
+                Error::Backend(format!("--device {spec}: `{index}` is not a device index"))
+            })?;
             (kind, Some(index))
         }
         None => (spec, None),
     };
     let kind = match kind {
-        "auto" => *compiled().first().ok_or(
-            "this build has no backend: rebuild with a backend feature (ndarray, flex, wgpu, cuda)",
-        )?,
+        "auto" => *compiled().first().ok_or_else(|| {
+            Error::Backend(
+                "this build has no backend: rebuild with a backend feature (ndarray, flex, wgpu, cuda)"
+                    .into(),
+            )
+        })?,
         other => other,
     };
     if index.is_some() && kind != "cuda" {
-        return Err(format!("--device {spec}: only cuda takes a device index"));
+        return Err(Error::Backend(format!(
+            "--device {spec}: only cuda takes a device index"
+        )));
     }
     let threads = set_threads(threads);
     // Asked before the device exists: Burn's wgpu runtime panics when there is no adapter.
     let adapter = match kind {
         #[cfg(feature = "wgpu")]
-        "wgpu" => Some(wgpu_adapter().map_err(|why| format!("--device {spec}: {why}"))?),
+        "wgpu" => {
+            Some(wgpu_adapter().map_err(|why| Error::Backend(format!("--device {spec}: {why}")))?)
+        }
         _ => None,
     };
     let (device, matmul) = match kind {
@@ -142,17 +151,19 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, String> {
         #[cfg(feature = "cuda")]
         "cuda" => (Device::cuda(index.unwrap_or(0)), None),
         other => {
-            return Err(match BACKENDS.iter().find(|(name, _)| *name == other) {
-                Some((_, feature)) => format!(
-                    "--device {spec}: the {other} backend is not compiled into this build; \
+            return Err(Error::Backend(
+                match BACKENDS.iter().find(|(name, _)| *name == other) {
+                    Some((_, feature)) => format!(
+                        "--device {spec}: the {other} backend is not compiled into this build; \
                      rebuild with `--features {feature}` (compiled in: {})",
-                    compiled().join(", ")
-                ),
-                None => format!(
-                    "--device {spec}: unknown backend, expected auto, {}",
-                    BACKENDS.map(|(name, _)| name).join(", ")
-                ),
-            });
+                        compiled().join(", ")
+                    ),
+                    None => format!(
+                        "--device {spec}: unknown backend, expected auto, {}",
+                        BACKENDS.map(|(name, _)| name).join(", ")
+                    ),
+                },
+            ));
         }
     };
     let name = match index {

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Distribution, Tensor};
 use ember_kernels::ops;
 use ember_train::config::ConfigBuilder;
@@ -12,6 +11,7 @@ use ember_train::sys::peak_rss_bytes;
 use ember_train::{PhaseTimes, Trainer};
 use serde::Serialize;
 
+use crate::Result;
 use crate::backend;
 
 /// What to measure.
@@ -84,7 +84,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         builder = builder.set(set, "--set")?;
     }
     let config = builder.build()?;
-    let selected = backend::select(&spec.device, spec.threads).map_err(|e| anyhow!(e))?;
+    let selected = backend::select(&spec.device, spec.threads)?;
 
     let mut trainer = Trainer::new(
         config.clone(),

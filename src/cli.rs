@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ember_train::config::{ConfigBuilder, ConfigError, DEFAULT_PRESET, RunConfig};
+use ember_train::TrainError;
+use ember_train::config::{ConfigBuilder, DEFAULT_PRESET, RunConfig};
 
 /// The shared start of the binaries: tune the allocator, run, and turn an error into one
-/// `error: ...` line on stderr and a failing exit code.
-pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+/// `error: ...` line on stderr and a failing exit code. `{:#}` prints an `anyhow` error with the
+/// context the binary added.
+pub fn main_with<E: std::fmt::Display>(run: impl FnOnce() -> Result<(), E>) -> ExitCode {
     crate::memory::tune_allocator();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +84,10 @@ pub struct TrainArgs {
     /// Start even if the memory estimate exceeds the memory available.
     #[arg(long)]
     pub skip_memory_check: bool,
+    /// Print the resolved config (every key, the defaults included) as TOML and exit without
+    /// training. The output is a valid --config file.
+    #[arg(long)]
+    pub print_config: bool,
     /// Log each phase of the first steps (as RUST_LOG=debug).
     #[arg(long)]
     pub debug: bool,
@@ -89,7 +95,7 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// The resolved config and the stem run folders are named after (preset or config file).
-    pub fn resolve(&self) -> Result<(RunConfig, String), ConfigError> {
+    pub fn resolve(&self) -> Result<(RunConfig, String), TrainError> {
         let preset = self.preset.as_deref().unwrap_or(DEFAULT_PRESET);
         let stem = match &self.config {
             Some(path) => path
@@ -102,13 +108,13 @@ impl TrainArgs {
 
     /// The config of a resumed run: the checkpoint's `config.toml` (`saved`, read from `source`)
     /// with this command line's layers on top.
-    pub fn resolve_resume(&self, saved: &str, source: &str) -> Result<RunConfig, ConfigError> {
+    pub fn resolve_resume(&self, saved: &str, source: &str) -> Result<RunConfig, TrainError> {
         self.layer(ConfigBuilder::from_toml(saved, source)?)?
             .build()
     }
 
     /// The config file, the flags and the --set overrides, in that order, over `builder`.
-    fn layer(&self, mut builder: ConfigBuilder) -> Result<ConfigBuilder, ConfigError> {
+    fn layer(&self, mut builder: ConfigBuilder) -> Result<ConfigBuilder, TrainError> {
         if let Some(path) = &self.config {
             builder = builder.file(path)?;
         }

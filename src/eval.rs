@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::{Int, Tensor, TensorData};
 use ember_model::cross_entropy;
+use ember_train::TrainError;
 
 use crate::backend;
+use crate::error::{Error, Result, io};
 use crate::saved::SavedModel;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -51,26 +52,32 @@ impl EvalReport {
 
 pub fn run(spec: &EvalSpec) -> Result<EvalReport> {
     if spec.batch_size == 0 {
-        bail!("--batch-size 0: expected a positive number of windows");
+        return Err(Error::Usage(
+            "--batch-size 0: expected a positive number of windows".into(),
+        ));
     }
-    let selected = backend::select(&spec.device, spec.threads).map_err(|e| anyhow!(e))?;
+    let selected = backend::select(&spec.device, spec.threads)?;
     let saved = SavedModel::load(&spec.run, &selected.device)?;
     let path = spec.data.display();
-    let text = std::fs::read_to_string(&spec.data)
-        .with_context(|| format!("{path}: cannot read as UTF-8 text"))?;
-    let tokens = saved.tokenizer.encode(&text).map_err(|e| {
-        let (line, column) = line_column(&text, e.index);
-        anyhow!(
-            "{path}:{line}:{column}: character {:?} (U+{:04X}) is not in the vocabulary of {} ({} characters); \
-             evaluate on text made of the characters the model was trained on",
-            e.ch,
-            e.code,
-            saved.checkpoint.display(),
-            saved.tokenizer.vocab_size()
-        )
+    let text =
+        std::fs::read_to_string(&spec.data).map_err(io(&spec.data, "cannot read as UTF-8 text"))?;
+    let tokens = saved.tokenizer.encode(&text).map_err(|e| match e {
+        TrainError::UnknownChar { ch, index } => {
+            let (line, column) = line_column(&text, index);
+            Error::Data(format!(
+                "{path}:{line}:{column}: character {ch:?} (U+{:04X}) is not in the vocabulary of {} ({} characters); \
+                 evaluate on text made of the characters the model was trained on",
+                ch as u32,
+                saved.checkpoint.display(),
+                saved.tokenizer.vocab_size()
+            ))
+        }
+        other => other.into(),
     })?;
     if tokens.len() < 2 {
-        bail!("{path}: needs at least two characters (one to predict from, one to predict)");
+        return Err(Error::Data(format!(
+            "{path}: needs at least two characters (one to predict from, one to predict)"
+        )));
     }
     let (context, device) = (saved.model.context(), selected.device.clone());
     let loss = selected.run(|| {

@@ -4,16 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use ember_model::from_safetensors;
-use ember_train::RunConfig;
 use ember_train::checkpoint::{CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION};
 use ember_train::corpus::TINY_SHAKESPEARE;
 use ember_train::lock::RunLock;
 use ember_train::optim::adamw;
 use ember_train::run_dir::{atomic_write, create_run_dir};
 use ember_train::tokenizer::CharTokenizer;
+use ember_train::{RunConfig, TrainError};
+
+use crate::error::{Error, Result, io};
 
 /// What to import, and where.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,21 +40,21 @@ pub struct ImportSpec {
 
 /// Writes the run folder; returns its step-0 checkpoint.
 pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
-    let bytes = std::fs::read(&spec.from)
-        .with_context(|| format!("{}: cannot read", spec.from.display()))?;
-    let device = crate::backend::select("auto", 0)
-        .map_err(|e| anyhow!(e))?
-        .device;
-    let (model, gpt, metadata) = from_safetensors(&bytes, &device, spec.n_head)
-        .map_err(|e| anyhow!("{}: {e}", spec.from.display()))?;
+    let bytes = std::fs::read(&spec.from).map_err(io(&spec.from, "cannot read"))?;
+    let device = crate::backend::select("auto", 0)?.device;
+    let (model, gpt, metadata) =
+        from_safetensors(&bytes, &device, spec.n_head).map_err(|error| Error::Model {
+            path: spec.from.clone(),
+            error,
+        })?;
     let tokenizer = vocabulary(spec, metadata.get("vocab"))?;
     if tokenizer.vocab_size() != gpt.vocab_size {
-        bail!(
+        return Err(Error::Data(format!(
             "the vocabulary has {} characters but the model's embedding has {} rows; give the \
              vocabulary the model was trained with (--vocab FILE)",
             tokenizer.vocab_size(),
             gpt.vocab_size
-        );
+        )));
     }
 
     let mut config = RunConfig::default();
@@ -67,16 +68,18 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
     let (parent, name) = split_run_path(&spec.run)?;
     config.run.out = parent.to_path_buf();
     config.run.name = name.clone();
-    let run_dir = create_run_dir(parent, &name, "import").map_err(|e| anyhow!(e))?;
-    let _lock = RunLock::acquire(&run_dir).map_err(|e| anyhow!(e))?;
+    let run_dir = create_run_dir(parent, &name, "import")?;
+    let _lock = RunLock::acquire(&run_dir)?;
     let write = |file: &str, text: &str| {
         let path = run_dir.join(file);
-        atomic_write(&path, text.as_bytes()).with_context(|| format!("{}", path.display()))
+        atomic_write(&path, text.as_bytes()).map_err(io(&path, "cannot write"))
     };
     write("config.toml", &config.to_toml())?;
     write("vocab.json", &tokenizer.to_json())?;
 
-    let failed = |e: &dyn std::fmt::Display| anyhow!("cannot serialize the checkpoint: {e}");
+    let failed = |e: &dyn std::fmt::Display| {
+        TrainError::Checkpoint(format!("cannot serialize the checkpoint: {e}"))
+    };
     let files = CheckpointFiles {
         model: model
             .into_record()
@@ -102,17 +105,13 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
 
 /// The tokenizer `spec` asks for (see [`ImportSpec::vocab`]).
 fn vocabulary(spec: &ImportSpec, metadata_vocab: Option<&String>) -> Result<CharTokenizer> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
-    };
+    let read = |path: &Path| std::fs::read_to_string(path).map_err(io(path, "cannot read"));
     match (&spec.vocab, metadata_vocab, &spec.data) {
-        (Some(path), _, _) if path.extension().is_some_and(|e| e == "json") => {
-            CharTokenizer::from_json(&read(path)?).map_err(|e| anyhow!("{}: {e}", path.display()))
-        }
+        (Some(path), _, _) if path.extension().is_some_and(|e| e == "json") => Ok(
+            CharTokenizer::from_json(&read(path)?, &path.to_string_lossy())?,
+        ),
         (Some(path), _, _) => Ok(CharTokenizer::from_text(&read(path)?)),
-        (None, Some(json), _) => {
-            CharTokenizer::from_json(json).map_err(|e| anyhow!("the file's vocab metadata: {e}"))
-        }
+        (None, Some(json), _) => Ok(CharTokenizer::from_json(json, "the file's vocab metadata")?),
         (None, None, Some(data)) => Ok(CharTokenizer::from_text(&read(data)?)),
         (None, None, None) => Ok(CharTokenizer::from_text(TINY_SHAKESPEARE)),
     }
@@ -121,10 +120,10 @@ fn vocabulary(spec: &ImportSpec, metadata_vocab: Option<&String>) -> Result<Char
 /// `runs/name` → (`runs`, `name`).
 fn split_run_path(run: &Path) -> Result<(&Path, String)> {
     let name = run.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        anyhow!(
+        Error::Usage(format!(
             "--run {}: expected a folder path such as runs/imported",
             run.display()
-        )
+        ))
     })?;
     let parent = run
         .parent()

@@ -4,9 +4,12 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod error;
 pub mod eval;
 pub mod import;
 pub mod memory;
 pub mod progress;
 pub mod report;
 pub mod saved;
+
+pub use error::{Error, Result};

@@ -4,9 +4,9 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use ember_train::StepHooks;
 use ember_train::metrics::{EvalRecord, StepRecord};
 use ember_train::sys::mib;
+use ember_train::{StepHooks, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
@@ -47,7 +47,7 @@ impl Progress {
 }
 
 impl StepHooks for Progress {
-    fn end_step(&mut self, r: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, r: &mut StepRecord) -> Result<(), TrainError> {
         let live = r.memory.map(|m| m.live_bytes);
         let figures = format!(
             "loss {:.4} | lr {:.2e} | {:.0} tok/s | {:.1} ms/step | rss {}{}",

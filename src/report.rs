@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
 use plotters::prelude::*;
+
+use crate::error::{Error, Result, io};
 
 /// One run's figures, as logged.
 #[derive(Debug, Clone, Default)]
@@ -30,8 +31,7 @@ impl RunSeries {
 /// JSON object with a numeric `step` is an error naming its line number.
 pub fn load_run(run: &Path) -> Result<RunSeries> {
     let path = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(io(&path, "cannot read"))?;
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for (i, line) in text
         .lines()
@@ -39,15 +39,16 @@ pub fn load_run(run: &Path) -> Result<RunSeries> {
         .filter(|(_, l)| !l.trim().is_empty())
     {
         let at = || format!("{}:{}", path.display(), i + 1);
+        let bad = |why: String| Error::Metrics(format!("{}: {why}", at()));
         let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| anyhow!("{}: not a JSON object: {e}", at()))?;
+            serde_json::from_str(line).map_err(|e| bad(format!("not a JSON object: {e}")))?;
         let object = value
             .as_object()
-            .ok_or_else(|| anyhow!("{}: not a JSON object", at()))?;
+            .ok_or_else(|| bad("not a JSON object".into()))?;
         let step = object
             .get("step")
             .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| anyhow!("{}: no numeric `step`", at()))?;
+            .ok_or_else(|| bad("no numeric `step`".into()))?;
         for (key, value) in object {
             if let (Some(v), true) = (value.as_f64(), key != "step") {
                 series.entry(key.clone()).or_default().push((step, v));
@@ -187,10 +188,13 @@ const PANELS: [Panel; 4] = [
 /// series, with a legend in each panel. Several: a colour per run, named in a legend under the
 /// title with the config keys in which the runs differ; evaluations are the lines with dots.
 pub fn write_svg(runs: &[RunSeries], out: &Path, options: ReportOptions) -> Result<()> {
+    let draw = |e: &dyn std::fmt::Display| Error::Draw {
+        path: out.to_path_buf(),
+        why: e.to_string(),
+    };
     if runs.is_empty() {
-        bail!("no run to draw");
+        return Err(draw(&"no run to draw"));
     }
-    let draw = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", out.display());
     let legend_height = if runs.len() == 1 {
         0
     } else {
@@ -232,7 +236,7 @@ fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     runs: &[RunSeries],
     options: ReportOptions,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     // A logarithmic loss axis is drawn as ln(loss) on a linear one, labelled with the loss.
     let log = options.log_loss && panel.title == "loss";
     let points = |run: &RunSeries, line: &Line| -> Vec<(f64, f64)> {

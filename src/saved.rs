@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
 use burn::tensor::Device;
 use ember_model::{Gpt, GptConfig};
-use ember_train::RunConfig;
 use ember_train::checkpoint::{self, CheckpointState};
 use ember_train::tokenizer::CharTokenizer;
+use ember_train::{RunConfig, TrainError};
+
+use crate::Result;
 
 pub struct SavedModel {
     pub model: Gpt,
@@ -24,18 +25,17 @@ impl SavedModel {
     /// against its manifest, onto `device` without autodiff. Given a run folder whose latest
     /// checkpoint is damaged, it warns and loads the newest one that verifies.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let opened = checkpoint::open(path).map_err(|e| anyhow!(e))?;
+        let opened = checkpoint::open(path)?;
         if let Some(note) = opened.fallback_note() {
             eprintln!("warning: {note}");
         }
         let checkpoint::Opened { dir, files, .. } = opened;
         let config: RunConfig = toml::from_str(&files.config_toml)
-            .with_context(|| format!("{}: config.toml", dir.display()))?;
-        let tokenizer = CharTokenizer::from_json(&files.vocab_json)
-            .map_err(|e| anyhow!("{}: vocab.json: {e}", dir.display()))?;
+            .map_err(|e| TrainError::Checkpoint(format!("{}: config.toml: {e}", dir.display())))?;
+        let vocab = dir.join("vocab.json");
+        let tokenizer = CharTokenizer::from_json(&files.vocab_json, &vocab.to_string_lossy())?;
         let gpt = config.model.gpt(tokenizer.vocab_size());
-        let model = checkpoint::decode_model(&gpt, files.model, device)
-            .map_err(|e| anyhow!("{}: model.bpk: {e}", dir.display()))?;
+        let model = checkpoint::decode_model(&gpt, files.model, device, &dir)?;
         Ok(Self {
             model,
             gpt,

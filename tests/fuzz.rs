@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use burn::module::Module;
@@ -150,19 +151,19 @@ proptest! {
     fn vocabularies_never_panic(
         json in text_like(CharTokenizer::from_text(ember_train::corpus::TINY_SHAKESPEARE).to_json().leak())
     ) {
-        let _ = bounded(json.as_bytes(), || CharTokenizer::from_json(&json));
+        let _ = bounded(json.as_bytes(), || CharTokenizer::from_json(&json, "vocab.json"));
     }
 
     #[test]
     fn model_records_never_panic(bytes in mutated(leak(real_checkpoint().0.model.clone()))) {
-        let gpt = saved_config().model.gpt(CharTokenizer::from_json(&real_checkpoint().0.vocab_json).unwrap().vocab_size());
-        let _ = bounded(&bytes, || checkpoint::decode_model(&gpt, bytes.clone(), &common::cpu()));
+        let gpt = saved_config().model.gpt(CharTokenizer::from_json(&real_checkpoint().0.vocab_json, "vocab.json").unwrap().vocab_size());
+        let _ = bounded(&bytes, || checkpoint::decode_model(&gpt, bytes.clone(), &common::cpu(), Path::new("ckpt")));
     }
 
     #[test]
     fn optimizer_records_never_panic(bytes in mutated(leak(real_checkpoint().0.optimizer.clone()))) {
         let train = saved_config().train;
-        let _ = bounded(&bytes, || checkpoint::decode_optimizer(&train, bytes.clone()));
+        let _ = bounded(&bytes, || checkpoint::decode_optimizer(&train, bytes.clone(), Path::new("ckpt")));
     }
 
     #[test]
@@ -197,9 +198,11 @@ proptest! {
 /// The real checkpoint's model as an Ember safetensors export.
 fn exported() -> Vec<u8> {
     let files = &real_checkpoint().0;
-    let vocab = CharTokenizer::from_json(&files.vocab_json).unwrap();
+    let vocab = CharTokenizer::from_json(&files.vocab_json, "vocab.json").unwrap();
     let gpt = saved_config().model.gpt(vocab.vocab_size());
-    let model = checkpoint::decode_model(&gpt, files.model.clone(), &common::cpu()).unwrap();
+    let model =
+        checkpoint::decode_model(&gpt, files.model.clone(), &common::cpu(), Path::new("ckpt"))
+            .unwrap();
     to_safetensors(&model, &gpt, Default::default()).unwrap()
 }
 
@@ -207,11 +210,13 @@ fn exported() -> Vec<u8> {
 fn the_seeds_themselves_load() {
     let (files, _, _) = real_checkpoint();
     let gpt = saved_config().model.gpt(
-        CharTokenizer::from_json(&files.vocab_json)
+        CharTokenizer::from_json(&files.vocab_json, "vocab.json")
             .unwrap()
             .vocab_size(),
     );
-    let model = checkpoint::decode_model(&gpt, files.model.clone(), &common::cpu()).unwrap();
+    let model =
+        checkpoint::decode_model(&gpt, files.model.clone(), &common::cpu(), Path::new("ckpt"))
+            .unwrap();
     assert!(
         ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(files.model.clone())).is_ok()
     );

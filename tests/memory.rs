@@ -75,7 +75,7 @@ fn a_step_that_keeps_a_tensor_is_caught_and_named() {
             }
         }
         if let Err(report) = scope.end_step(&mut StepRecord::default()) {
-            failure = Some(report);
+            failure = Some(report.to_string());
             break;
         }
     }
@@ -108,7 +108,7 @@ impl StepHooks for LeakFrom40 {
         self.1 = step;
     }
     fn on_eval(&mut self, _: &ember_train::metrics::EvalRecord) {}
-    fn end_step(&mut self, _: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, _: &mut StepRecord) -> Result<(), TrainError> {
         if self.1 >= 40 {
             self.0.push(vec![7; 256 * 1024]);
         }

@@ -67,7 +67,7 @@ fn trains_and_writes_the_run_folder() {
     assert_eq!((config.train.steps, config.model.d_model), (4, 64));
     let vocab = std::fs::read_to_string(run.join("vocab.json")).unwrap();
     assert!(
-        ember_train::tokenizer::CharTokenizer::from_json(&vocab)
+        ember_train::tokenizer::CharTokenizer::from_json(&vocab, "vocab.json")
             .unwrap()
             .vocab_size()
             > 20
@@ -199,4 +199,25 @@ fn data_errors_name_the_file() {
         &["--data", short.to_str().unwrap()],
         &["training split has 8 tokens but needs more than the context (64)"],
     );
+}
+
+#[test]
+fn print_config_shows_every_resolved_key_and_trains_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let o = train(
+        out.path(),
+        &["--print-config", "--set", "train.lr=3e-4", "--steps", "7"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = String::from_utf8(o.stdout).unwrap();
+    // A valid config: it parses back, with the preset, the flags and the defaults resolved.
+    let config: ember_train::RunConfig = toml::from_str(&printed).unwrap();
+    assert_eq!(
+        (config.model.d_model, config.train.lr, config.train.steps),
+        (64, 3e-4, 7)
+    );
+    assert_eq!(config.train.eval_iters, 1, "the --set layer");
+    assert_eq!(config.train.batch_size, 32, "a default");
+    assert!(printed.contains("[memory]\ntrim_every = 10"), "{printed}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }

@@ -27,14 +27,14 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::{Gpt, GptConfig};
+use crate::{Gpt, GptConfig, ModelError};
 
 /// Serializes `model` (whose shape is `config`) with `metadata` added to the header.
 pub fn to_safetensors(
     model: &Gpt,
     config: &GptConfig,
     mut metadata: HashMap<String, String>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ModelError> {
     let mut collect = Collect {
         path: Vec::new(),
         tensors: Vec::new(),
@@ -51,7 +51,7 @@ pub fn to_safetensors(
             .tensors
             .push(("lm_head.weight".into(), wte.1, wte.2));
     }
-    let config_json = serde_json::to_string(config).map_err(|e| e.to_string())?;
+    let config_json = serde_json::to_string(config).expect("a GptConfig always serializes");
     metadata.insert("ember_config".into(), config_json);
     metadata.insert("format".into(), "pt".into());
     let views = collect
@@ -63,9 +63,8 @@ pub fn to_safetensors(
                 TensorView::new(Dtype::F32, shape.clone(), bytes)?,
             ))
         })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-        .map_err(|e| e.to_string())?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
 /// Rebuilds a model from safetensors with nanoGPT's names on `device`; returns it with its config
@@ -76,16 +75,20 @@ pub fn from_safetensors(
     bytes: &[u8],
     device: &Device,
     n_head: Option<usize>,
-) -> Result<(Gpt, GptConfig, HashMap<String, String>), String> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+) -> Result<(Gpt, GptConfig, HashMap<String, String>), ModelError> {
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let tensors = SafeTensors::deserialize(bytes)?;
     let config = match metadata.get("ember_config") {
-        Some(json) => serde_json::from_str(json).map_err(|e| format!("ember_config: {e}"))?,
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| ModelError::Metadata(format!("ember_config: {e}")))?,
         None => nanogpt_config(&tensors, &metadata, n_head)?,
     };
     if let Some((field, why)) = config.invalid() {
-        return Err(format!("model shape: {field}: {why}"));
+        return Err(ModelError::Shape {
+            field: field.to_string(),
+            why,
+        });
     }
     let mut load = Load {
         path: Vec::new(),
@@ -94,7 +97,7 @@ pub fn from_safetensors(
     };
     let model = config.init(device).map(&mut load);
     match load.error {
-        Some(e) => Err(e),
+        Some(e) => Err(ModelError::Tensor(e)),
         None => Ok((model, config, metadata)),
     }
 }
@@ -104,12 +107,16 @@ fn nanogpt_config(
     tensors: &SafeTensors<'_>,
     metadata: &HashMap<String, String>,
     n_head: Option<usize>,
-) -> Result<GptConfig, String> {
+) -> Result<GptConfig, ModelError> {
     let shape = |name: &str| {
         tensors
             .tensor(name)
             .map(|t| t.shape().to_vec())
-            .map_err(|_| format!("no `{name}`: not a nanoGPT GPT state dict nor an Ember export"))
+            .map_err(|_| {
+                ModelError::Tensor(format!(
+                    "no `{name}`: not a nanoGPT GPT state dict nor an Ember export"
+                ))
+            })
     };
     let (wte, wpe) = (
         shape("transformer.wte.weight")?,
@@ -131,9 +138,14 @@ fn nanogpt_config(
         Some(n) => n,
         None => metadata
             .get("n_head")
-            .ok_or("the head count is in no tensor's shape and not in the metadata: give it (--n-head)")?
+            .ok_or_else(|| {
+                ModelError::Metadata(
+                    "the head count is in no tensor's shape and not in the metadata: give it (--n-head)"
+                        .into(),
+                )
+            })?
             .parse()
-            .map_err(|e| format!("metadata n_head: {e}"))?,
+            .map_err(|e| ModelError::Metadata(format!("metadata n_head: {e}")))?,
     };
     let has = |name: &str| tensors.tensor(name).is_ok();
     // nanoGPT ties lm_head to wte and its state dict holds both: equal values mean tied.

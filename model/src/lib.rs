@@ -5,6 +5,7 @@
 mod attention;
 mod block;
 mod config;
+mod error;
 mod export;
 mod gpt;
 mod layers;
@@ -12,6 +13,7 @@ mod layers;
 pub use attention::{CausalSelfAttention, LayerCache};
 pub use block::{Block, Mlp};
 pub use config::GptConfig;
+pub use error::ModelError;
 pub use export::{from_safetensors, to_safetensors};
 pub use gpt::{Gpt, Head, KvCache, cross_entropy};
 pub use layers::LAYER_NORM_EPS;

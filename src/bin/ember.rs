@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ember::bench::BenchSpec;
 use ember::eval::EvalSpec;
@@ -79,16 +79,14 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Export { run, out } => {
-            let device = ember::backend::select("auto", 0)
-                .map_err(|e| anyhow!(e))?
-                .device;
+            let device = ember::backend::select("auto", 0)?.device;
             let saved = SavedModel::load(&run, &device)?;
             let metadata = HashMap::from([
                 ("vocab".to_string(), saved.tokenizer.to_json()),
                 ("step".to_string(), saved.state.step.to_string()),
             ]);
-            let bytes =
-                to_safetensors(&saved.model, &saved.gpt, metadata).map_err(|e| anyhow!(e))?;
+            let bytes = to_safetensors(&saved.model, &saved.gpt, metadata)
+                .with_context(|| format!("{}: cannot export", saved.checkpoint.display()))?;
             atomic_write(&out, &bytes)
                 .with_context(|| format!("{}: cannot write", out.display()))?;
             println!(
@@ -118,7 +116,7 @@ fn run(args: Args) -> Result<()> {
             let series = runs
                 .iter()
                 .map(|run| report::load_run(run))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<ember::Result<Vec<_>>>()?;
             let out = out.unwrap_or_else(|| report::default_out(&runs));
             report::write_svg(&series, &out, report::ReportOptions { log_loss })?;
             println!("wrote {}", out.display());

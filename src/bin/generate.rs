@@ -60,7 +60,7 @@ fn run(args: Args) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p {}: expected a number in (0, 1]", args.top_p);
     }
-    let selected = backend::select(&args.device, args.threads).map_err(|e| anyhow!(e))?;
+    let selected = backend::select(&args.device, args.threads)?;
     let path = args
         .checkpoint
         .as_ref()

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ember::backend;
 use ember::cli::TrainArgs;
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 fn run(args: &TrainArgs) -> Result<()> {
     let resume = match &args.resume {
         Some(path) => {
-            let opened = checkpoint::open(path).map_err(|e| anyhow!("--resume: {e}"))?;
+            let opened = checkpoint::open(path).context("--resume")?;
             if let Some(note) = opened.fallback_note() {
                 eprintln!("warning: {note}");
             }
@@ -52,9 +52,12 @@ fn run(args: &TrainArgs) -> Result<()> {
         }
         None => args.resolve()?,
     };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
     let text = load_text(&config.data.path)?;
-    let selected =
-        backend::select(&config.run.device, config.run.threads).map_err(anyhow::Error::msg)?;
+    let selected = backend::select(&config.run.device, config.run.threads)?;
     println!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
     if let Some(advice) = backend::matmul_advice() {
         println!("note: {advice}");

@@ -4,10 +4,10 @@
 use std::fmt;
 
 use burn::tensor::{Device, MemoryPoolUsage};
-use ember_train::StepHooks;
 use ember_train::config::{LeakPolicy, MemorySection};
 use ember_train::metrics::{DeviceFigures, MemoryFigures, StepRecord};
 use ember_train::sys::{mib, peak_rss_bytes, rss_bytes};
+use ember_train::{StepHooks, TrainError};
 use tracing::warn;
 
 use super::{Counters, trim};
@@ -94,7 +94,7 @@ impl StepHooks for MemoryScope {
         self.counters.reset_window_peak();
     }
 
-    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), TrainError> {
         let step = self.step;
         let trimmed = self.config.trim_every > 0 && step.is_multiple_of(self.config.trim_every);
         if trimmed {
@@ -162,7 +162,7 @@ impl StepHooks for MemoryScope {
             self.leaky_steps += 1;
             match self.config.leak_policy {
                 LeakPolicy::Warn => warn!("{report}"),
-                LeakPolicy::Fail => return Err(format!("memory: {report}")),
+                LeakPolicy::Fail => return Err(TrainError::Hook(format!("memory: {report}"))),
             }
         }
         Ok(())

@@ -30,11 +30,12 @@ use ember_model::{Gpt, GptConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::TrainError;
 use crate::config::TrainSection;
-use crate::lock::CheckpointLock;
+use crate::lock::{CheckpointLock, run_dir_of_checkpoints};
 use crate::optim::adamw;
 use crate::run_dir::{atomic_write, write_synced};
-use crate::sys::{free_disk_bytes, mib};
+use crate::sys::free_disk_bytes;
 
 /// Bumped whenever the layout or meaning of a checkpoint changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -66,22 +67,6 @@ pub struct SettingChange {
     pub to: String,
 }
 
-/// A checkpoint that could not be written. The temporary folder is gone and the previous
-/// checkpoint and `latest` are as they were.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot write checkpoint {name} in {}: {error}; it needs {} and {} is free there (the previous checkpoint and `latest` are kept)",
-    dir.display(), mib(*needed), free.map_or_else(|| "an unknown amount".to_string(), mib)
-)]
-pub struct SaveError {
-    pub dir: PathBuf,
-    pub name: String,
-    /// Bytes the checkpoint's files take.
-    pub needed: u64,
-    pub free: Option<u64>,
-    pub error: std::io::Error,
-}
-
 /// The files of a checkpoint, as bytes.
 pub struct CheckpointFiles {
     pub model: Vec<u8>,
@@ -106,8 +91,8 @@ impl Checkpoints {
     }
 
     /// Writes a checkpoint atomically, points `latest` at it and prunes old ones; returns its
-    /// folder.
-    pub fn save(&self, files: &CheckpointFiles) -> Result<PathBuf, SaveError> {
+    /// folder. On failure nothing is left half-written ([`TrainError::CheckpointWrite`]).
+    pub fn save(&self, files: &CheckpointFiles) -> Result<PathBuf, TrainError> {
         let name = format!("step-{:07}", files.state.step);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         let state = serde_json::to_vec_pretty(&files.state).expect("the state serializes");
@@ -124,7 +109,9 @@ impl Checkpoints {
         result.map_err(|error| {
             // Never leave a half-written folder behind; what failed is the error to report.
             let _ = fs::remove_dir_all(&tmp);
-            SaveError {
+            TrainError::CheckpointWrite {
+                step: files.state.step,
+                run: run_dir_of_checkpoints(&self.dir),
                 dir: self.dir.clone(),
                 needed: entries.iter().map(|(_, b)| b.len() as u64).sum(),
                 free: free_disk_bytes(&self.dir),
@@ -183,24 +170,24 @@ impl Checkpoints {
 
 /// The checkpoint folder `path` names: a run folder (its latest checkpoint), its `checkpoints`
 /// folder, or a checkpoint folder itself.
-pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
     if path.join(MANIFEST).is_file() {
         return Ok(path.to_path_buf());
     }
     let dir = checkpoints_dir(path);
     let latest = dir.join(LATEST);
     let name = fs::read_to_string(&latest).map_err(|_| {
-        format!("{}: no checkpoint here (expected a run folder, its checkpoints folder or a step-N folder)", path.display())
+        TrainError::Checkpoint(format!("{}: no checkpoint here (expected a run folder, its checkpoints folder or a step-N folder)", path.display()))
     })?;
     let ckpt = dir.join(name.trim());
     if ckpt.join(MANIFEST).is_file() {
         Ok(ckpt)
     } else {
-        Err(format!(
+        Err(TrainError::Checkpoint(format!(
             "{}: points at {}, which is not a checkpoint",
             latest.display(),
             ckpt.display()
-        ))
+        )))
     }
 }
 
@@ -229,7 +216,7 @@ impl Opened {
 /// lock. A checkpoint folder named itself is that checkpoint or an error; given a run folder or
 /// its checkpoints folder, a latest checkpoint that fails verification is passed over for the
 /// newest older one that verifies, and the reasons are returned in [`Opened::skipped`].
-pub fn open(path: &Path) -> Result<Opened, String> {
+pub fn open(path: &Path) -> Result<Opened, TrainError> {
     if path.join(MANIFEST).is_file() {
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         let _lock = CheckpointLock::read(parent.unwrap_or(Path::new(".")))?;
@@ -251,14 +238,14 @@ pub fn open(path: &Path) -> Result<Opened, String> {
                     skipped,
                 });
             }
-            Err(reason) => skipped.push(reason),
+            Err(reason) => skipped.push(reason.to_string()),
         }
     }
-    Err(format!(
+    Err(TrainError::Checkpoint(format!(
         "{}: no checkpoint verifies ({})",
         checkpoints_dir(path).display(),
         skipped.join("; ")
-    ))
+    )))
 }
 
 /// The checkpoints folder of a run folder, or the folder itself if it holds `latest`.
@@ -300,73 +287,87 @@ pub fn run_dir_of(checkpoint: &Path) -> PathBuf {
 }
 
 /// Reads a checkpoint and verifies every file against the manifest.
-pub fn load(dir: &Path) -> Result<CheckpointFiles, String> {
-    let read = |file: &str| {
-        fs::read(dir.join(file)).map_err(|e| format!("{}: {e}", dir.join(file).display()))
+pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
+    let damaged = |file: &str, why: &dyn std::fmt::Display| {
+        TrainError::Checkpoint(format!("{}: {why}", dir.join(file).display()))
     };
+    let read = |file: &str| fs::read(dir.join(file)).map_err(|e| damaged(file, &e));
     let manifest: BTreeMap<String, String> = serde_json::from_slice(&read(MANIFEST)?)
-        .map_err(|e| format!("{}: unreadable manifest: {e}", dir.join(MANIFEST).display()))?;
-    let verified = |file: &str| -> Result<Vec<u8>, String> {
+        .map_err(|e| damaged(MANIFEST, &format!("unreadable manifest: {e}")))?;
+    let verified = |file: &str| {
         let bytes = read(file)?;
-        let want = manifest
-            .get(file)
-            .ok_or_else(|| format!("{}: {file} is missing from the manifest", dir.display()))?;
-        if sha256(&bytes) != *want {
-            return Err(format!(
-                "{}: checksum mismatch, the file is damaged",
-                dir.join(file).display()
-            ));
+        match manifest.get(file) {
+            None => Err(damaged(file, &"missing from the manifest")),
+            Some(want) if sha256(&bytes) != *want => {
+                Err(damaged(file, &"checksum mismatch, the file is damaged"))
+            }
+            Some(_) => Ok(bytes),
         }
-        Ok(bytes)
     };
     let state: CheckpointState = serde_json::from_slice(&verified("state.json")?)
-        .map_err(|e| format!("{}: unreadable state.json: {e}", dir.display()))?;
+        .map_err(|e| damaged("state.json", &format!("unreadable: {e}")))?;
     if state.format_version != FORMAT_VERSION {
-        return Err(format!(
+        return Err(TrainError::Checkpoint(format!(
             "{}: checkpoint format {} is not supported by this build (format {FORMAT_VERSION})",
             dir.display(),
             state.format_version
-        ));
+        )));
     }
-    let text = |bytes: Vec<u8>, file: &str| {
-        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", dir.join(file).display()))
-    };
+    let text =
+        |file: &str| String::from_utf8(verified(file)?).map_err(|_| damaged(file, &"not UTF-8"));
     Ok(CheckpointFiles {
         model: verified("model.bpk")?,
         optimizer: verified("optimizer.bpk")?,
-        config_toml: text(verified("config.toml")?, "config.toml")?,
-        vocab_json: text(verified("vocab.json")?, "vocab.json")?,
+        config_toml: text("config.toml")?,
+        vocab_json: text("vocab.json")?,
         state,
     })
 }
 
 /// The model a checkpoint's `model.bpk` holds, for the architecture `gpt`, on `device`.
-pub fn decode_model(gpt: &GptConfig, bytes: Vec<u8>, device: &Device) -> Result<Gpt, String> {
+/// `dir` names the checkpoint in the error.
+pub fn decode_model(
+    gpt: &GptConfig,
+    bytes: Vec<u8>,
+    device: &Device,
+    dir: &Path,
+) -> Result<Gpt, TrainError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        TrainError::Checkpoint(format!("{}: model.bpk: {e}", dir.display()))
+    };
     let record =
-        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| e.to_string())?;
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| unreadable(&e))?;
     gpt.init(device)
         .try_load_record(record)
-        .map_err(|e| e.to_string())
+        .map_err(|e| unreadable(&e))
 }
 
-/// The optimizer a checkpoint's `optimizer.bpk` holds, configured by `train`.
+/// The optimizer a checkpoint's `optimizer.bpk` holds, configured by `train`; `dir` names the
+/// checkpoint in the error.
 ///
 /// Burn 0.22.1 panics on a record with a tensor that has no parameter id ("Optimizer record
 /// tensors should carry a parameter id", found by `tests/fuzz.rs`) instead of returning its
 /// `RecordError`, so the record's tensors are checked first: reading them is zero-copy (the
 /// buffer is shared, so the clone for the check copies nothing).
-pub fn decode_optimizer(train: &TrainSection, bytes: Vec<u8>) -> Result<ModuleOptimizer, String> {
+pub fn decode_optimizer(
+    train: &TrainSection,
+    bytes: Vec<u8>,
+    dir: &Path,
+) -> Result<ModuleOptimizer, TrainError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        TrainError::Checkpoint(format!("{}: optimizer.bpk: {e}", dir.display()))
+    };
     let bytes = Bytes::from_bytes_vec(bytes).shared();
     let tensors = burn_pack::Reader::from_bytes(bytes.clone())
         .and_then(burn_pack::Reader::into_tensors)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unreadable(&e))?;
     for tensor in tensors {
-        let (name, _, _, param_id, _) = tensor.into_parts().map_err(|e| e.to_string())?;
+        let (name, _, _, param_id, _) = tensor.into_parts().map_err(|e| unreadable(&e))?;
         if param_id.is_none() {
-            return Err(format!("tensor `{name}` has no parameter id"));
+            return Err(unreadable(&format!("tensor `{name}` has no parameter id")));
         }
     }
-    adamw(train).from_bytes(bytes).map_err(|e| e.to_string())
+    adamw(train).from_bytes(bytes).map_err(|e| unreadable(&e))
 }
 
 fn sha256(bytes: &[u8]) -> String {

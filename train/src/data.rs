@@ -38,21 +38,20 @@ impl Dataset {
             .encode(text)
             .map_err(|e| TrainError::Data(format!("the training text: {e}")))?;
         Self::split(&tokens, config.data.val_fraction, config.model.context)
-            .map_err(TrainError::Data)
     }
 
     /// The first `1 - val_fraction` of `tokens` is training data, the rest validation. Both
     /// must hold more than `context` tokens, so that a window and its shifted target fit.
-    pub fn split(tokens: &[u32], val_fraction: f64, context: usize) -> Result<Self, String> {
+    pub fn split(tokens: &[u32], val_fraction: f64, context: usize) -> Result<Self, TrainError> {
         let n_train = (tokens.len() as f64 * (1.0 - val_fraction)) as usize;
         let (train, val) = tokens.split_at(n_train);
         for (name, part) in [("training", train), ("validation", val)] {
             if part.len() <= context {
-                return Err(format!(
+                return Err(TrainError::Data(format!(
                     "the {name} split has {} tokens but needs more than the context ({context}); \
                      use a longer text or a smaller model.context / data.val_fraction",
                     part.len()
-                ));
+                )));
             }
         }
         Ok(Self {
@@ -111,6 +110,9 @@ mod tests {
             (90, 10)
         );
         let err = Dataset::split(&tokens, 0.1, 10).unwrap_err();
-        assert!(err.contains("validation split has 10 tokens"), "{err}");
+        assert!(
+            err.to_string().contains("validation split has 10 tokens"),
+            "{err}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::TrainError;
 use crate::metrics::{EvalRecord, StepRecord};
 
 /// Observers of the loop: progress display, memory accounting. Every method has a no-op default.
@@ -11,7 +12,7 @@ pub trait StepHooks {
     fn begin_step(&mut self, _step: usize) {}
     /// Last thing in a step; may add fields to the record before it is logged. An error stops
     /// the run (a memory scope in `fail` mode reports its leaking step this way).
-    fn end_step(&mut self, _record: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, _record: &mut StepRecord) -> Result<(), TrainError> {
         Ok(())
     }
     fn on_eval(&mut self, _eval: &EvalRecord) {}
@@ -30,7 +31,7 @@ impl<A: StepHooks, B: StepHooks> StepHooks for (A, B) {
         self.0.begin_step(step);
         self.1.begin_step(step);
     }
-    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), TrainError> {
         self.0.end_step(record)?;
         self.1.end_step(record)
     }
@@ -52,7 +53,7 @@ impl<H: StepHooks + ?Sized> StepHooks for &mut H {
     fn begin_step(&mut self, step: usize) {
         (**self).begin_step(step);
     }
-    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), TrainError> {
         (**self).end_step(record)
     }
     fn on_eval(&mut self, eval: &EvalRecord) {

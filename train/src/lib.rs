@@ -20,7 +20,7 @@ pub mod timing;
 pub mod tokenizer;
 pub mod trainer;
 
-pub use config::{ConfigBuilder, ConfigError, RunConfig};
+pub use config::{ConfigBuilder, RunConfig};
 pub use error::TrainError;
 pub use hooks::{NoHooks, StepHooks};
 pub use timing::PhaseTimes;

@@ -17,6 +17,8 @@ use std::fs::{File, TryLockError};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::TrainError;
+
 const RUN_LOCK: &str = "run.lock";
 const WRITE_LOCK: &str = "write.lock";
 
@@ -28,7 +30,7 @@ pub struct RunLock {
 
 impl RunLock {
     /// Takes the run folder `run_dir` for this process, or says which process has it.
-    pub fn acquire(run_dir: &Path) -> Result<Self, String> {
+    pub fn acquire(run_dir: &Path) -> Result<Self, TrainError> {
         let path = run_dir.join(RUN_LOCK);
         let mut file = File::options()
             .read(true)
@@ -36,18 +38,23 @@ impl RunLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| format!("{}: cannot open the run lock: {e}", path.display()))?;
+            .map_err(|e| {
+                TrainError::RunFolder(format!("{}: cannot open the run lock: {e}", path.display()))
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(format!(
+                return Err(TrainError::InUse(format!(
                     "{}: this run is in use by {}; wait for it to finish or stop it, then try again",
                     run_dir.display(),
                     holder(run_dir)
-                ));
+                )));
             }
             Err(TryLockError::Error(e)) => {
-                return Err(format!("{}: cannot lock the run: {e}", path.display()));
+                return Err(TrainError::RunFolder(format!(
+                    "{}: cannot lock the run: {e}",
+                    path.display()
+                )));
             }
         }
         let args: Vec<String> = std::env::args().collect();
@@ -94,25 +101,25 @@ impl CheckpointLock {
 
     /// Holds the checkpoints folder `dir` for reading, or says which process is writing to it.
     /// A folder that has no lock file (a checkpoint copied elsewhere) is read without one.
-    pub fn read(dir: &Path) -> Result<Option<Self>, String> {
+    pub fn read(dir: &Path) -> Result<Option<Self>, TrainError> {
         if !dir.join(WRITE_LOCK).exists() {
             return Ok(None);
         }
         // Read-only: a shared lock needs no write access, so checkpoints on a read-only disk
         // (a mounted archive, say) stay readable.
         let path = dir.join(WRITE_LOCK);
-        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = File::open(&path).map_err(crate::error::io(&path))?;
         match file.try_lock_shared() {
             Ok(()) => Ok(Some(Self { _file: file })),
-            Err(TryLockError::WouldBlock) => Err(format!(
+            Err(TryLockError::WouldBlock) => Err(TrainError::InUse(format!(
                 "{}: {} is writing a checkpoint right now; try again in a moment",
                 dir.display(),
                 holder(&run_dir_of_checkpoints(dir))
-            )),
-            Err(TryLockError::Error(e)) => Err(format!(
+            ))),
+            Err(TryLockError::Error(e)) => Err(TrainError::Checkpoint(format!(
                 "{}: cannot lock the checkpoints for reading: {e}",
                 dir.display()
-            )),
+            ))),
         }
     }
 }
@@ -126,7 +133,8 @@ fn open(dir: &Path) -> std::io::Result<File> {
         .open(dir.join(WRITE_LOCK))
 }
 
-fn run_dir_of_checkpoints(dir: &Path) -> PathBuf {
+/// The run folder a checkpoints folder belongs to.
+pub(crate) fn run_dir_of_checkpoints(dir: &Path) -> PathBuf {
     dir.parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
@@ -142,7 +150,7 @@ mod tests {
         std::fs::create_dir_all(&ckpts).unwrap();
         let held = RunLock::acquire(&dir).unwrap();
         // flock locks belong to the open file, so a second open in this process is refused too.
-        let err = RunLock::acquire(&dir).unwrap_err();
+        let err = RunLock::acquire(&dir).unwrap_err().to_string();
         assert!(
             err.contains(&format!("in use by process {}", std::process::id())),
             "{err}"
@@ -150,7 +158,7 @@ mod tests {
         // Training holds the run, not its checkpoints: reading them is allowed.
         assert!(CheckpointLock::read(&ckpts).unwrap().is_none());
         let writing = CheckpointLock::write(&ckpts).unwrap();
-        let err = CheckpointLock::read(&ckpts).unwrap_err();
+        let err = CheckpointLock::read(&ckpts).unwrap_err().to_string();
         assert!(err.contains("is writing a checkpoint right now"), "{err}");
         drop(writing);
         let reading = CheckpointLock::read(&ckpts).unwrap();

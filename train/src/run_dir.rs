@@ -5,6 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::TrainError;
+
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a
 /// torn one: a temporary file beside it, fsync'ed, renamed over, and the folder fsync'ed.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -35,24 +37,32 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Creates a new run folder under `out`. An explicit `name` that exists is refused, so that no
 /// earlier run is overwritten; a generated one (`<stem>-<UTC time>`) gets a `-2`, `-3`... suffix.
-pub fn create_run_dir(out: &Path, name: &str, stem: &str) -> Result<PathBuf, String> {
-    fs::create_dir_all(out)
-        .map_err(|e| format!("{}: cannot create the output folder: {e}", out.display()))?;
+pub fn create_run_dir(out: &Path, name: &str, stem: &str) -> Result<PathBuf, TrainError> {
+    fs::create_dir_all(out).map_err(|e| {
+        TrainError::RunFolder(format!(
+            "{}: cannot create the output folder: {e}",
+            out.display()
+        ))
+    })?;
     if !name.is_empty() {
         if name.contains(['/', '\\']) || name == "." || name == ".." {
-            return Err(format!("run.name `{name}` must be a plain folder name"));
+            return Err(TrainError::RunFolder(format!(
+                "run.name `{name}` must be a plain folder name"
+            )));
         }
         let dir = out.join(name);
         return match fs::create_dir(&dir) {
             Ok(()) => Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(format!(
-                "{}: a run of that name already exists; choose another run.name (nothing was overwritten)",
-                dir.display()
-            )),
-            Err(e) => Err(format!(
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(TrainError::RunFolder(format!(
+                    "{}: a run of that name already exists; choose another run.name (nothing was overwritten)",
+                    dir.display()
+                )))
+            }
+            Err(e) => Err(TrainError::RunFolder(format!(
                 "{}: cannot create the run folder: {e}",
                 dir.display()
-            )),
+            ))),
         };
     }
     let base = format!("{stem}-{}", utc_stamp(SystemTime::now()));
@@ -66,10 +76,10 @@ pub fn create_run_dir(out: &Path, name: &str, stem: &str) -> Result<PathBuf, Str
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(format!(
+                return Err(TrainError::RunFolder(format!(
                     "{}: cannot create the run folder: {e}",
                     dir.display()
-                ));
+                )));
             }
         }
     }
@@ -121,7 +131,7 @@ mod tests {
         assert_ne!(a, b);
         create_run_dir(&out, "mine", "tiny").unwrap();
         let err = create_run_dir(&out, "mine", "tiny").unwrap_err();
-        assert!(err.contains("already exists"), "{err}");
+        assert!(err.to_string().contains("already exists"), "{err}");
         atomic_write(&a.join("x.txt"), b"one").unwrap();
         atomic_write(&a.join("x.txt"), b"two").unwrap();
         assert_eq!(fs::read_to_string(a.join("x.txt")).unwrap(), "two");

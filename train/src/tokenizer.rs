@@ -3,19 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::TrainError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CharTokenizer {
     /// Token id `i` is `chars[i]`; sorted and without repeats.
     chars: Vec<char>,
-}
-
-/// A character the vocabulary does not contain.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("character {ch:?} (U+{code:04X}) at character {index} is not in the vocabulary")]
-pub struct UnknownChar {
-    pub ch: char,
-    pub code: u32,
-    pub index: usize,
 }
 
 impl CharTokenizer {
@@ -31,18 +24,16 @@ impl CharTokenizer {
         self.chars.len()
     }
 
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, UnknownChar> {
+    /// The ids of `text`'s characters; [`TrainError::UnknownChar`] names the first one the
+    /// vocabulary does not contain.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TrainError> {
         text.chars()
             .enumerate()
             .map(|(index, ch)| {
                 self.chars
                     .binary_search(&ch)
                     .map(|id| id as u32)
-                    .map_err(|_| UnknownChar {
-                        ch,
-                        code: ch as u32,
-                        index,
-                    })
+                    .map_err(|_| TrainError::UnknownChar { ch, index })
             })
             .collect()
     }
@@ -58,10 +49,14 @@ impl CharTokenizer {
         serde_json::to_string_pretty(self).expect("a tokenizer always serializes")
     }
 
-    pub fn from_json(json: &str) -> Result<Self, String> {
-        let tok: Self = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    /// A saved vocabulary (`vocab.json`); `source` names it in the error.
+    pub fn from_json(json: &str, source: &str) -> Result<Self, TrainError> {
+        let invalid = |why: String| TrainError::Data(format!("{source}: {why}"));
+        let tok: Self = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
         if tok.chars.is_empty() || !tok.chars.windows(2).all(|w| w[0] < w[1]) {
-            return Err("`chars` must be a non-empty, sorted list without repeats".into());
+            return Err(invalid(
+                "`chars` must be a non-empty, sorted list without repeats".into(),
+            ));
         }
         Ok(tok)
     }
@@ -77,25 +72,24 @@ mod tests {
         assert_eq!(tok.decode(&tok.encode("world é").unwrap()), "world é");
         assert_eq!(tok.encode(" ").unwrap(), vec![0]);
         assert_eq!(tok.vocab_size(), 10);
-        assert_eq!(CharTokenizer::from_json(&tok.to_json()).unwrap(), tok);
+        assert_eq!(
+            CharTokenizer::from_json(&tok.to_json(), "vocab.json").unwrap(),
+            tok
+        );
     }
 
     #[test]
     fn unknown_char_is_named() {
         let err = CharTokenizer::from_text("abc").encode("abz").unwrap_err();
+        assert!(matches!(err, TrainError::UnknownChar { ch: 'z', index: 2 }));
         assert_eq!(
-            err,
-            UnknownChar {
-                ch: 'z',
-                code: 0x7A,
-                index: 2
-            }
+            err.to_string(),
+            "character 'z' (U+007A) at character 2 is not in the vocabulary"
         );
-        assert!(err.to_string().contains("'z'"));
     }
 
     #[test]
     fn rejects_unsorted_vocab_json() {
-        assert!(CharTokenizer::from_json(r#"{"chars":["b","a"]}"#).is_err());
+        assert!(CharTokenizer::from_json(r#"{"chars":["b","a"]}"#, "vocab.json").is_err());
     }
 }

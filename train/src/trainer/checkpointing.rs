@@ -45,7 +45,7 @@ impl Trainer {
         train_time_s: f64,
     ) -> Result<PathBuf, TrainError> {
         let failed = |e: &dyn std::fmt::Display| {
-            TrainError::Data(format!("step {step}: cannot serialize the checkpoint: {e}"))
+            TrainError::Checkpoint(format!("step {step}: cannot serialize the checkpoint: {e}"))
         };
         let model = self
             .model
@@ -67,12 +67,6 @@ impl Trainer {
             config_toml: self.config.to_toml(),
             vocab_json: self.tokenizer.to_json(),
         };
-        self.checkpoints
-            .save(&files)
-            .map_err(|error| TrainError::CheckpointWrite {
-                step,
-                run: self.run_dir.clone(),
-                error,
-            })
+        self.checkpoints.save(&files)
     }
 }

@@ -168,7 +168,7 @@ impl Trainer {
                 logged: step == 1 || step == t.steps || eval.is_some() || due(t.log_every, step),
                 ..StepRecord::default()
             };
-            hooks.end_step(&mut record).map_err(TrainError::Hook)?;
+            hooks.end_step(&mut record)?;
             if record.logged || stopped {
                 let path = self.run_dir.join("metrics.jsonl");
                 self.metrics.write(&record).map_err(io(&path))?;

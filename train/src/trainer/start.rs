@@ -67,9 +67,8 @@ impl Trainer {
         let tokenizer = match &start {
             Start::New { .. } => CharTokenizer::from_text(text),
             Start::Resume { checkpoint, files } => {
-                let saved = CharTokenizer::from_json(&files.vocab_json).map_err(|e| {
-                    TrainError::Data(format!("{}: vocab.json: {e}", checkpoint.display()))
-                })?;
+                let source = checkpoint.join("vocab.json");
+                let saved = CharTokenizer::from_json(&files.vocab_json, &source.to_string_lossy())?;
                 if CharTokenizer::from_text(text) != saved {
                     return Err(TrainError::Data(format!(
                         "the training text's characters differ from the checkpoint's vocabulary ({} characters); resume with the same data.path",
@@ -83,9 +82,8 @@ impl Trainer {
         let device = device.autodiff();
         let (run_dir, lock, model, optim, resumed) = match start {
             Start::New { stem } => {
-                let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)
-                    .map_err(TrainError::Data)?;
-                let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+                let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)?;
+                let lock = RunLock::acquire(&run_dir)?;
                 let vocab_path = run_dir.join("vocab.json");
                 atomic_write(&vocab_path, tokenizer.to_json().as_bytes())
                     .map_err(io(&vocab_path))?;
@@ -94,21 +92,13 @@ impl Trainer {
                 (run_dir, lock, model, adamw(&config.train), None)
             }
             Start::Resume { checkpoint, files } => {
-                let damaged = |what: &str, e: &dyn std::fmt::Display| {
-                    TrainError::Data(format!(
-                        "{}: cannot load the {what}: {e}",
-                        checkpoint.display()
-                    ))
-                };
                 let gpt = config.model.gpt(tokenizer.vocab_size());
-                let model =
-                    decode_model(&gpt, files.model, &device).map_err(|e| damaged("model", &e))?;
-                let optim = decode_optimizer(&config.train, files.optimizer)
-                    .map_err(|e| damaged("optimizer state", &e))?;
+                let model = decode_model(&gpt, files.model, &device, checkpoint)?;
+                let optim = decode_optimizer(&config.train, files.optimizer, checkpoint)?;
                 let run_dir = run_dir_of(checkpoint);
-                let lock = RunLock::acquire(&run_dir).map_err(TrainError::RunInUse)?;
+                let lock = RunLock::acquire(&run_dir)?;
                 let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {
-                    TrainError::Data(format!("{}: config.toml: {e}", checkpoint.display()))
+                    TrainError::Checkpoint(format!("{}: config.toml: {e}", checkpoint.display()))
                 })?;
                 let state = continue_metrics(&run_dir, files.state, &config, &saved)?;
                 (

@@ -1,0 +1,18 @@
+//! The one error type of ember-model: what is wrong with a safetensors file being read or
+//! written.
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Not a safetensors file, or tensors that safetensors cannot lay out.
+    #[error("{0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+    /// Header metadata that cannot be read (`ember_config`, `n_head`), or that is missing.
+    #[error("{0}")]
+    Metadata(String),
+    /// A shape Ember cannot build (`field`: why).
+    #[error("model shape: {field}: {why}")]
+    Shape { field: String, why: String },
+    /// A tensor the model needs that is missing, or of the wrong type or shape.
+    #[error("{0}")]
+    Tensor(String),
+}
