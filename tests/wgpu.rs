@@ -171,7 +171,7 @@ fn no_vulkan_driver_is_one_line_that_says_what_to_install() {
 struct LeakFrom20(Vec<Vec<u8>>);
 
 impl StepHooks for LeakFrom20 {
-    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), String> {
+    fn end_step(&mut self, record: &mut StepRecord) -> Result<(), TrainError> {
         if record.step > 20 {
             self.0.push(vec![1; 256 << 10]);
         }

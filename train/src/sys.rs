@@ -127,7 +127,8 @@ mod imp {
     }
 }
 
-#[cfg(target_os = "macos")]
+/// Elsewhere the memory available is the physical memory, and no peak is known.
+#[cfg(not(target_os = "linux"))]
 mod imp {
     pub fn available_memory_bytes() -> Option<u64> {
         super::physical_memory_bytes()
@@ -137,6 +138,7 @@ mod imp {
         None
     }
 
+    #[cfg(target_os = "macos")]
     pub fn rss_bytes() -> u64 {
         // SAFETY: proc_pidinfo writes at most `size` bytes into the struct it is given.
         unsafe {
@@ -156,18 +158,8 @@ mod imp {
             }
         }
     }
-}
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-mod imp {
-    pub fn available_memory_bytes() -> Option<u64> {
-        super::physical_memory_bytes()
-    }
-
-    pub fn peak_rss_bytes() -> Option<u64> {
-        None
-    }
-
+    #[cfg(not(target_os = "macos"))]
     pub fn rss_bytes() -> u64 {
         0
     }

@@ -58,12 +58,15 @@ impl AttentionShape {
         E::from_f64(1.0 / (self.head_dim() as f64).sqrt())
     }
 
-    fn check<E>(&self, qkv: &[E], y: usize, probs: usize) {
+    /// Checks the lengths of `qkv`, `y` (or `dy`) and `probs` against the shape; returns the
+    /// sizes the loops use, `(T, T', past, H, d)`.
+    fn check<E>(&self, qkv: &[E], y: usize, probs: usize) -> (usize, usize, usize, usize, usize) {
         let (b, t, tq, d) = (self.batch, self.time, self.queries(), self.d_model);
         assert!(self.past <= t && d.is_multiple_of(self.heads));
         assert_eq!(qkv.len(), b * t * 3 * d);
         assert_eq!(y, b * tq * d);
         assert_eq!(probs, b * self.heads * tq * t);
+        (t, tq, self.past, self.heads, d)
     }
 }
 
@@ -75,14 +78,7 @@ pub fn attention<E: Float, O: Sink<E>>(
     y: &mut [O],
     probs: &mut [O],
 ) {
-    shape.check(qkv, y.len(), probs.len());
-    let (t, tq, past, h, d) = (
-        shape.time,
-        shape.queries(),
-        shape.past,
-        shape.heads,
-        shape.d_model,
-    );
+    let (t, tq, past, h, d) = shape.check(qkv, y.len(), probs.len());
     let (hd, scale) = (shape.head_dim(), shape.scale::<E>());
     y.par_chunks_mut(tq * d)
         .zip(probs.par_chunks_mut(h * tq * t))
@@ -128,15 +124,8 @@ pub fn attention_backward<E: Float, O: Sink<E>>(
     shape: AttentionShape,
     dqkv: &mut [O],
 ) {
-    shape.check(qkv, dy.len(), probs.len());
+    let (t, tq, past, h, d) = shape.check(qkv, dy.len(), probs.len());
     assert_eq!(dqkv.len(), qkv.len());
-    let (t, tq, past, h, d) = (
-        shape.time,
-        shape.queries(),
-        shape.past,
-        shape.heads,
-        shape.d_model,
-    );
     let (hd, scale) = (shape.head_dim(), shape.scale::<E>());
     dqkv.par_chunks_mut(t * 3 * d)
         .zip(qkv.par_chunks(t * 3 * d))
