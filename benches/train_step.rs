@@ -8,8 +8,8 @@ use std::hint::black_box;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ember_kernels::{composed, ops};
-use ember_train::Trainer;
 use ember_train::config::ConfigBuilder;
+use ember_train::{Start, Trainer};
 
 fn cpu_backends() -> Vec<(&'static str, Device)> {
     ember::backend::compiled()
@@ -30,11 +30,11 @@ fn train_steps(c: &mut Criterion) {
                 .and_then(|b| b.set(&format!("run.out={:?}", out.display().to_string()), "bench"))
                 .and_then(|b| b.build())
                 .expect("presets are valid");
-            let mut trainer = Trainer::new(
+            let mut trainer = Trainer::start(
                 config,
                 ember_train::corpus::TINY_SHAKESPEARE,
-                preset,
                 device.clone(),
+                Start::New { stem: preset },
             )
             .expect("trainer");
             let mut step = 0;

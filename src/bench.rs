@@ -8,7 +8,7 @@ use ember_kernels::ops;
 use ember_train::config::ConfigBuilder;
 use ember_train::corpus::TINY_SHAKESPEARE;
 use ember_train::sys::peak_rss_bytes;
-use ember_train::{PhaseTimes, Trainer};
+use ember_train::{PhaseTimes, Start, Trainer};
 use serde::Serialize;
 
 use crate::Result;
@@ -86,11 +86,11 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     let config = builder.build()?;
     let selected = backend::select(&spec.device, spec.threads)?;
 
-    let mut trainer = Trainer::new(
+    let mut trainer = Trainer::start(
         config.clone(),
         TINY_SHAKESPEARE,
-        &spec.preset,
         selected.device.clone(),
+        Start::New { stem: &spec.preset },
     )?;
     let mut times = Vec::with_capacity(spec.steps);
     let mut phases = Vec::with_capacity(spec.steps);

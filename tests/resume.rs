@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TINY, losses, out_err, train_bin, trained_run};
-use ember_train::{NoHooks, RunConfig, StepHooks, Trainer, checkpoint};
+use ember_train::{NoHooks, RunConfig, Start, StepHooks, Trainer, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
     let (steps, name) = (format!("train.steps={steps}"), format!("run.name={name:?}"));
@@ -60,12 +60,23 @@ impl StepHooks for StopAt {
 fn stopping_and_resuming_is_bit_exact() {
     let out = tempfile::tempdir().unwrap();
     let text = ember_train::corpus::TINY_SHAKESPEARE;
-    let mut whole =
-        Trainer::new(config(out.path(), "whole", 20), text, "t", common::cpu()).unwrap();
+    let mut whole = Trainer::start(
+        config(out.path(), "whole", 20),
+        text,
+        common::cpu(),
+        Start::New { stem: "t" },
+    )
+    .unwrap();
     whole.train(&mut NoHooks).unwrap();
 
     let halves = config(out.path(), "halves", 20);
-    let mut first = Trainer::new(halves.clone(), text, "t", common::cpu()).unwrap();
+    let mut first = Trainer::start(
+        halves.clone(),
+        text,
+        common::cpu(),
+        Start::New { stem: "t" },
+    )
+    .unwrap();
     let summary = first.train(&mut StopAt(10, first.stop_flag())).unwrap();
     assert!(summary.stopped);
     assert_eq!(summary.steps, 10);
@@ -78,7 +89,16 @@ fn stopping_and_resuming_is_bit_exact() {
     // The first trainer holds the run folder until it is dropped, as a process until it exits.
     drop(first);
     let files = checkpoint::load(&ckpt).unwrap();
-    let mut second = Trainer::resume(halves, text, &ckpt, files, common::cpu()).unwrap();
+    let mut second = Trainer::start(
+        halves,
+        text,
+        common::cpu(),
+        Start::Resume {
+            checkpoint: ckpt.clone(),
+            files,
+        },
+    )
+    .unwrap();
     assert_eq!(second.start_step(), 10);
     let summary = second.train(&mut NoHooks).unwrap();
     assert_eq!((summary.steps, summary.stopped), (20, false));

@@ -13,7 +13,7 @@ use common::{generate_bin, losses, out_err, train_bin};
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember_train::checkpoint;
 use ember_train::metrics::StepRecord;
-use ember_train::{NoHooks, RunConfig, StepHooks, TrainError, Trainer};
+use ember_train::{NoHooks, RunConfig, Start, StepHooks, TrainError, Trainer};
 
 #[global_allocator]
 static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
@@ -61,7 +61,13 @@ fn wgpu_follows_ndarray_from_the_same_checkpoint_and_generates() {
     let out = tempfile::tempdir().unwrap();
     let text = &ember_train::corpus::TINY_SHAKESPEARE[..200_000];
     // Two steps on the CPU give both backends the same weights and optimizer state.
-    let mut first = Trainer::new(config(out.path(), 2), text, "t", common::cpu()).unwrap();
+    let mut first = Trainer::start(
+        config(out.path(), 2),
+        text,
+        common::cpu(),
+        Start::New { stem: "t" },
+    )
+    .unwrap();
     first.train(&mut NoHooks).unwrap();
     let run = first.run_dir().to_path_buf();
     drop(first);
@@ -73,8 +79,16 @@ fn wgpu_follows_ndarray_from_the_same_checkpoint_and_generates() {
             &GLOBAL_COUNTERS,
             device.clone(),
         );
-        let mut trainer =
-            Trainer::resume(config(out.path(), 12), text, &start, files, device).unwrap();
+        let mut trainer = Trainer::start(
+            config(out.path(), 12),
+            text,
+            device,
+            Start::Resume {
+                checkpoint: start.clone(),
+                files,
+            },
+        )
+        .unwrap();
         let summary = trainer.train(&mut scope).unwrap();
         (losses(&run), summary, scope.summary())
     };
@@ -199,14 +213,14 @@ fn a_wgpu_run_keeps_nothing_and_a_leak_is_caught_at_the_trims() {
         )
     };
     let text = &ember_train::corpus::TINY_SHAKESPEARE[..200_000];
-    let mut trainer = Trainer::new(config(48), text, "w", wgpu()).unwrap();
+    let mut trainer = Trainer::start(config(48), text, wgpu(), Start::New { stem: "w" }).unwrap();
     let mut scope = MemoryScope::new(config(48).memory, &GLOBAL_COUNTERS, wgpu());
     trainer
         .train(&mut scope)
         .expect("no step keeps memory past the trims");
     assert_eq!(scope.summary().leaky_steps, 0);
 
-    let mut trainer = Trainer::new(config(60), text, "w", wgpu()).unwrap();
+    let mut trainer = Trainer::start(config(60), text, wgpu(), Start::New { stem: "w" }).unwrap();
     let scope = MemoryScope::new(config(60).memory, &GLOBAL_COUNTERS, wgpu());
     let mut hooks = (LeakFrom20(Vec::new()), scope);
     match trainer.train(&mut hooks) {

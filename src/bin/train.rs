@@ -15,7 +15,7 @@ use ember_train::corpus::{TINY_SHAKESPEARE, TINY_SHAKESPEARE_NAME};
 use ember_train::footprint::Footprint;
 use ember_train::sys::{available_memory_bytes, mib};
 use ember_train::tokenizer::CharTokenizer;
-use ember_train::{RunConfig, Trainer};
+use ember_train::{RunConfig, Start, Trainer};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
@@ -69,12 +69,11 @@ fn run(args: &TrainArgs) -> Result<()> {
     } else {
         &config.data.path
     };
-    let mut trainer = match resume {
-        Some((dir, files)) => {
-            Trainer::resume(config.clone(), &text, &dir, files, selected.device.clone())?
-        }
-        None => Trainer::new(config.clone(), &text, &stem, selected.device.clone())?,
+    let start = match resume {
+        Some((checkpoint, files)) => Start::Resume { checkpoint, files },
+        None => Start::New { stem: &stem },
     };
+    let mut trainer = Trainer::start(config.clone(), &text, selected.device.clone(), start)?;
     let gpt = m.gpt(trainer.tokenizer().vocab_size());
     println!(
         "model d={} layers={} heads={} context={} vocab={} params={} | data {source} ({} chars) | {} steps x {} seqs",

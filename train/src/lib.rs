@@ -24,4 +24,4 @@ pub use config::{ConfigBuilder, RunConfig};
 pub use error::TrainError;
 pub use hooks::{NoHooks, StepHooks};
 pub use timing::PhaseTimes;
-pub use trainer::{Summary, Trainer, Update};
+pub use trainer::{Start, Summary, Trainer, Update};

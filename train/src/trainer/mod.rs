@@ -12,6 +12,8 @@ mod checkpointing;
 mod evaluate;
 mod start;
 
+pub use start::Start;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

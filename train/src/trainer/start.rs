@@ -2,7 +2,7 @@
 //! or the continuation of a checkpoint (its vocabulary, weights, optimizer state and run
 //! folder), behind one constructor.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -26,39 +26,22 @@ use crate::schedule::LrSchedule;
 use crate::tokenizer::CharTokenizer;
 
 impl Trainer {
-    /// Tokenizes `text`, creates the run folder (named after `stem` unless the config names it)
-    /// with its `config.toml` and `vocab.json`, and builds the model on `device` with autodiff.
-    pub fn new(
-        config: RunConfig,
-        text: &str,
-        stem: &str,
-        device: Device,
-    ) -> Result<Self, TrainError> {
-        Self::start(config, text, device, Start::New { stem })
-    }
-
-    /// Continues the run a checkpoint belongs to, in its run folder, from the step after it.
-    /// `config` must pass [`RunConfig::resume_conflict`] against the checkpoint's; `text` must
-    /// have the checkpoint's vocabulary. Optimizer settings that differ from the checkpoint's
-    /// are logged, recorded in `metrics.jsonl` and carried into every later checkpoint.
-    pub fn resume(
-        config: RunConfig,
-        text: &str,
-        checkpoint: &Path,
-        files: CheckpointFiles,
-        device: Device,
-    ) -> Result<Self, TrainError> {
-        Self::start(config, text, device, Start::Resume { checkpoint, files })
-    }
-
     /// The settings changed on resume over the run's life (empty for an uninterrupted run).
     pub fn changes(&self) -> &[SettingChange] {
         &self.changes
     }
 
-    /// The one constructor: the tokenizer and data (checked before anything is written), then
-    /// the run folder, its lock, the model and the optimizer, new or from the checkpoint.
-    fn start(
+    /// The one constructor. `Start::New`: tokenizes `text`, creates the run folder (named after
+    /// `stem` unless the config names it) with its `config.toml` and `vocab.json`, and builds
+    /// the model on `device` with autodiff. `Start::Resume`: continues the run the checkpoint
+    /// belongs to, in its run folder, from the step after it; `config` must pass
+    /// [`RunConfig::resume_conflict`] against the checkpoint's and `text` must have its
+    /// vocabulary; optimizer settings that differ from the checkpoint's are logged, recorded in
+    /// `metrics.jsonl` and carried into every later checkpoint.
+    ///
+    /// In order: the tokenizer and data (checked before anything is written), then the run
+    /// folder, its lock, the model and the optimizer, new or from the checkpoint.
+    pub fn start(
         config: RunConfig,
         text: &str,
         device: Device,
@@ -93,21 +76,15 @@ impl Trainer {
             }
             Start::Resume { checkpoint, files } => {
                 let gpt = config.model.gpt(tokenizer.vocab_size());
-                let model = decode_model(&gpt, files.model, &device, checkpoint)?;
-                let optim = decode_optimizer(&config.train, files.optimizer, checkpoint)?;
-                let run_dir = run_dir_of(checkpoint);
+                let model = decode_model(&gpt, files.model, &device, &checkpoint)?;
+                let optim = decode_optimizer(&config.train, files.optimizer, &checkpoint)?;
+                let run_dir = run_dir_of(&checkpoint);
                 let lock = RunLock::acquire(&run_dir)?;
                 let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {
                     TrainError::Checkpoint(format!("{}: config.toml: {e}", checkpoint.display()))
                 })?;
                 let state = continue_metrics(&run_dir, files.state, &config, &saved)?;
-                (
-                    run_dir,
-                    lock,
-                    model,
-                    optim,
-                    Some((checkpoint.to_path_buf(), state)),
-                )
+                (run_dir, lock, model, optim, Some((checkpoint, state)))
             }
         };
         let config_path = run_dir.join("config.toml");
@@ -153,12 +130,12 @@ impl Trainer {
 }
 
 /// How a trainer starts: a new run, or the continuation of a checkpoint.
-enum Start<'a> {
-    New {
-        stem: &'a str,
-    },
+pub enum Start<'a> {
+    /// A new run folder named `<stem>-<UTC time>` (unless `run.name` is set).
+    New { stem: &'a str },
+    /// The checkpoint folder `checkpoint`, whose files were read and verified.
     Resume {
-        checkpoint: &'a Path,
+        checkpoint: PathBuf,
         files: CheckpointFiles,
     },
 }
