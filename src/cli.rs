@@ -1,6 +1,6 @@
 //! The `train` command line, and how it layers onto the config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::process::ExitCode;
 
@@ -106,11 +106,24 @@ impl TrainArgs {
         Ok((self.layer(ConfigBuilder::preset(preset)?)?.build()?, stem))
     }
 
-    /// The config of a resumed run: the checkpoint's `config.toml` (`saved`, read from `source`)
-    /// with this command line's layers on top.
-    pub fn resolve_resume(&self, saved: &str, source: &str) -> Result<RunConfig, TrainError> {
-        self.layer(ConfigBuilder::from_toml(saved, source)?)?
-            .build()
+    /// The config of a resumed run: the `config.toml` of the checkpoint folder `checkpoint`
+    /// (its text `saved`) with this command line's layers on top, refused when it changes a
+    /// setting a resumed run must keep (see [`RunConfig::resume_conflict`]).
+    pub fn resolve_resume(&self, checkpoint: &Path, saved: &str) -> Result<RunConfig, TrainError> {
+        let source = checkpoint.join("config.toml").display().to_string();
+        let was: RunConfig =
+            toml::from_str(saved).map_err(|e| TrainError::Checkpoint(format!("{source}: {e}")))?;
+        let config = self
+            .layer(ConfigBuilder::from_toml(saved, &source)?)?
+            .build()?;
+        match config.resume_conflict(&was, self.change_optimizer) {
+            Some(conflict) => Err(TrainError::Config {
+                origin: "--resume".into(),
+                key: None,
+                message: conflict,
+            }),
+            None => Ok(config),
+        }
     }
 
     /// The config file, the flags and the --set overrides, in that order, over `builder`.

@@ -11,7 +11,7 @@ use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::Progress;
 use ember::report;
 use ember_train::checkpoint;
-use ember_train::corpus::{TINY_SHAKESPEARE, TINY_SHAKESPEARE_NAME};
+use ember_train::corpus;
 use ember_train::footprint::Footprint;
 use ember_train::sys::{available_memory_bytes, mib};
 use ember_train::tokenizer::CharTokenizer;
@@ -40,23 +40,14 @@ fn run(args: &TrainArgs) -> Result<()> {
         None => None,
     };
     let (config, stem) = match &resume {
-        Some((dir, files)) => {
-            let source = dir.join("config.toml").display().to_string();
-            let saved: RunConfig =
-                toml::from_str(&files.config_toml).with_context(|| source.clone())?;
-            let config = args.resolve_resume(&files.config_toml, &source)?;
-            if let Some(conflict) = config.resume_conflict(&saved, args.change_optimizer) {
-                bail!("--resume: {conflict}");
-            }
-            (config, String::new())
-        }
+        Some((dir, files)) => (args.resolve_resume(dir, &files.config_toml)?, String::new()),
         None => args.resolve()?,
     };
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let text = load_text(&config.data.path)?;
+    let text = corpus::load_text(&config.data.path)?;
     let selected = backend::select(&config.run.device, config.run.threads)?;
     println!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
     if let Some(advice) = backend::matmul_advice() {
@@ -64,11 +55,6 @@ fn run(args: &TrainArgs) -> Result<()> {
     }
     check_memory(&config, &text, selected.is_cpu(), args.skip_memory_check)?;
     let m = &config.model;
-    let source = if config.data.path.is_empty() {
-        TINY_SHAKESPEARE_NAME
-    } else {
-        &config.data.path
-    };
     let start = match resume {
         Some((checkpoint, files)) => Start::Resume { checkpoint, files },
         None => Start::New { stem: &stem },
@@ -76,13 +62,14 @@ fn run(args: &TrainArgs) -> Result<()> {
     let mut trainer = Trainer::start(config.clone(), &text, selected.device.clone(), start)?;
     let gpt = m.gpt(trainer.tokenizer().vocab_size());
     println!(
-        "model d={} layers={} heads={} context={} vocab={} params={} | data {source} ({} chars) | {} steps x {} seqs",
+        "model d={} layers={} heads={} context={} vocab={} params={} | data {} ({} chars) | {} steps x {} seqs",
         m.d_model,
         m.n_layer,
         m.n_head,
         m.context,
         gpt.vocab_size,
         gpt.num_params(),
+        corpus::text_name(&config.data.path),
         text.chars().count(),
         config.train.steps,
         config.train.batch_size,
@@ -213,25 +200,6 @@ fn check_memory(config: &RunConfig, text: &str, cpu: bool, skip: bool) -> Result
         _ => {}
     }
     Ok(())
-}
-
-/// The training text: the file at `path`, or Tiny Shakespeare when `path` is empty.
-fn load_text(path: &str) -> Result<String> {
-    if path.is_empty() {
-        return Ok(TINY_SHAKESPEARE.to_string());
-    }
-    let bytes =
-        std::fs::read(path).with_context(|| format!("{path}: cannot read the training text"))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{path}: not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })?;
-    if text.is_empty() {
-        bail!("{path}: the training text is empty");
-    }
-    Ok(text)
 }
 
 /// Warnings by default; `--debug` or `RUST_LOG` for more (`RUST_LOG=ember_train=trace` logs
