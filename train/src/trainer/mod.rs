@@ -101,6 +101,11 @@ impl Trainer {
         &self.tokenizer
     }
 
+    /// The settings changed on resume over the run's life (empty for an uninterrupted run).
+    pub fn changes(&self) -> &[SettingChange] {
+        &self.changes
+    }
+
     /// Runs every step of the config, evaluating and sampling when due.
     pub fn train(&mut self, hooks: &mut dyn StepHooks) -> Result<Summary, TrainError> {
         let t = self.config.train.clone();

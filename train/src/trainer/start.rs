@@ -26,11 +26,6 @@ use crate::schedule::LrSchedule;
 use crate::tokenizer::CharTokenizer;
 
 impl Trainer {
-    /// The settings changed on resume over the run's life (empty for an uninterrupted run).
-    pub fn changes(&self) -> &[SettingChange] {
-        &self.changes
-    }
-
     /// The one constructor. `Start::New`: tokenizes `text`, creates the run folder (named after
     /// `stem` unless the config names it) with its `config.toml` and `vocab.json`, and builds
     /// the model on `device` with autodiff. `Start::Resume`: continues the run the checkpoint
