@@ -19,7 +19,7 @@ use ember_model::{from_safetensors, to_safetensors};
 use ember_train::checkpoint::{self, CheckpointFiles};
 use ember_train::config::ConfigBuilder;
 use ember_train::tokenizer::CharTokenizer;
-use ember_train::{NoHooks, RunConfig, Start, Trainer};
+use ember_train::{NoHooks, RunConfig};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -105,13 +105,7 @@ fn real_checkpoint() -> &'static (CheckpointFiles, Vec<u8>, Vec<u8>) {
             ],
         );
         let text = ember_train::corpus::TINY_SHAKESPEARE;
-        let mut trainer = Trainer::start(
-            config,
-            &text[..20_000],
-            common::cpu(),
-            Start::New { stem: "fuzz" },
-        )
-        .unwrap();
+        let mut trainer = common::new_trainer(config, &text[..20_000]);
         trainer.train(&mut NoHooks).unwrap();
         let dir = checkpoint::resolve(trainer.run_dir()).unwrap();
         let files = checkpoint::load(&dir).unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use ember_train::{NoHooks, Start, Trainer};
+use ember_train::NoHooks;
 
 #[test]
 fn tiny_preset_drives_the_loss_down() {
@@ -17,8 +17,7 @@ fn tiny_preset_drives_the_loss_down() {
         ],
     );
     let text = "the cat sat on the mat. the dog sat on the log.\n".repeat(200);
-    let mut trainer =
-        Trainer::start(config, &text, common::cpu(), Start::New { stem: "tiny" }).unwrap();
+    let mut trainer = common::new_trainer(config, &text);
     let summary = trainer.train(&mut NoHooks).unwrap();
     let eval = summary.last_eval.unwrap();
     // Starts near ln(16 characters) = 2.77; a memorisable text ends far below.

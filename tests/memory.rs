@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use ember::memory::{Counters, GLOBAL_COUNTERS, MemoryScope, TrackingAllocator, trim};
 use ember_train::config::{LeakPolicy, MemorySection};
 use ember_train::metrics::StepRecord;
-use ember_train::{Start, StepHooks, TrainError, Trainer};
+use ember_train::{StepHooks, TrainError};
 
 #[global_allocator]
 static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
@@ -140,13 +140,7 @@ fn training_steps_keep_nothing_and_a_leak_in_a_step_stops_the_run() {
     // Both in one test: the counters are process-wide, so the two runs must not overlap.
     let text = ember_train::corpus::TINY_SHAKESPEARE;
     let (config, _out) = tiny_run(300);
-    let mut trainer = Trainer::start(
-        config.clone(),
-        text,
-        common::cpu(),
-        Start::New { stem: "tiny" },
-    )
-    .unwrap();
+    let mut trainer = common::new_trainer(config.clone(), text);
     let mut memory = MemoryScope::new(config.memory.clone(), &GLOBAL_COUNTERS, common::cpu());
     trainer
         .train(&mut memory)
@@ -162,13 +156,7 @@ fn training_steps_keep_nothing_and_a_leak_in_a_step_stops_the_run() {
     );
 
     let (config, _out) = tiny_run(60);
-    let mut trainer = Trainer::start(
-        config.clone(),
-        text,
-        common::cpu(),
-        Start::New { stem: "tiny" },
-    )
-    .unwrap();
+    let mut trainer = common::new_trainer(config.clone(), text);
     let memory = MemoryScope::new(config.memory.clone(), &GLOBAL_COUNTERS, common::cpu());
     // The leaking hook runs inside the scope (before its end), as a step's own work would.
     let mut hooks = (LeakFrom40(Vec::new(), 0), memory);

@@ -60,23 +60,11 @@ impl StepHooks for StopAt {
 fn stopping_and_resuming_is_bit_exact() {
     let out = tempfile::tempdir().unwrap();
     let text = ember_train::corpus::TINY_SHAKESPEARE;
-    let mut whole = Trainer::start(
-        config(out.path(), "whole", 20),
-        text,
-        common::cpu(),
-        Start::New { stem: "t" },
-    )
-    .unwrap();
+    let mut whole = common::new_trainer(config(out.path(), "whole", 20), text);
     whole.train(&mut NoHooks).unwrap();
 
     let halves = config(out.path(), "halves", 20);
-    let mut first = Trainer::start(
-        halves.clone(),
-        text,
-        common::cpu(),
-        Start::New { stem: "t" },
-    )
-    .unwrap();
+    let mut first = common::new_trainer(halves.clone(), text);
     let summary = first.train(&mut StopAt(10, first.stop_flag())).unwrap();
     assert!(summary.stopped);
     assert_eq!(summary.steps, 10);

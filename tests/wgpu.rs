@@ -61,13 +61,7 @@ fn wgpu_follows_ndarray_from_the_same_checkpoint_and_generates() {
     let out = tempfile::tempdir().unwrap();
     let text = &ember_train::corpus::TINY_SHAKESPEARE[..200_000];
     // Two steps on the CPU give both backends the same weights and optimizer state.
-    let mut first = Trainer::start(
-        config(out.path(), 2),
-        text,
-        common::cpu(),
-        Start::New { stem: "t" },
-    )
-    .unwrap();
+    let mut first = common::new_trainer(config(out.path(), 2), text);
     first.train(&mut NoHooks).unwrap();
     let run = first.run_dir().to_path_buf();
     drop(first);

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
-use ember_train::RunConfig;
 use ember_train::config::ConfigBuilder;
 use ember_train::rng::SplitMix64;
+use ember_train::{RunConfig, Start, Trainer};
 
 /// The CPU device the tests run on, through the same selection the binaries use (which also
 /// links the BLAS engine): ndarray, or `EMBER_TEST_DEVICE` (e.g. `flex` in a `--features flex`
@@ -18,6 +18,11 @@ pub fn cpu() -> Device {
     ember::backend::select(&name, 0)
         .expect("the test device is compiled in")
         .device
+}
+
+/// A new run of `config` on `text`, on the test CPU device.
+pub fn new_trainer(config: RunConfig, text: &str) -> Trainer {
+    Trainer::start(config, text, cpu(), Start::New { stem: "test" }).expect("the run starts")
 }
 
 /// A tensor's values as f64, whatever its dtype.
