@@ -4,15 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use ember_model::from_safetensors;
-use ember_train::checkpoint::{CheckpointFiles, CheckpointState, Checkpoints, FORMAT_VERSION};
+use ember_train::RunConfig;
+use ember_train::checkpoint::{CheckpointFiles, Checkpoints};
 use ember_train::corpus::TINY_SHAKESPEARE;
 use ember_train::lock::RunLock;
 use ember_train::optim::adamw;
 use ember_train::run_dir::{atomic_write, create_run_dir};
 use ember_train::tokenizer::CharTokenizer;
-use ember_train::{RunConfig, TrainError};
 
 use crate::error::{Error, Result, io};
 
@@ -77,29 +76,9 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
     write("config.toml", &config.to_toml())?;
     write("vocab.json", &tokenizer.to_json())?;
 
-    let failed = |e: &dyn std::fmt::Display| {
-        TrainError::Checkpoint(format!("cannot serialize the checkpoint: {e}"))
-    };
-    let files = CheckpointFiles {
-        model: model
-            .into_record()
-            .into_bytes()
-            .map_err(|e| failed(&e))?
-            .to_vec(),
-        optimizer: adamw(&config.train)
-            .into_bytes()
-            .map_err(|e| failed(&e))?
-            .to_vec(),
-        state: CheckpointState {
-            format_version: FORMAT_VERSION,
-            step: 0,
-            train_time_s: 0.0,
-            ember_version: env!("CARGO_PKG_VERSION").to_string(),
-            changes: Vec::new(),
-        },
-        config_toml: config.to_toml(),
-        vocab_json: tokenizer.to_json(),
-    };
+    let optimizer = adamw(&config.train);
+    let files =
+        CheckpointFiles::encode(&model, &optimizer, 0, 0.0, Vec::new(), &config, &tokenizer)?;
     Ok(Checkpoints::new(&run_dir, config.train.keep_last).save(&files)?)
 }
 

@@ -31,11 +31,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::TrainError;
-use crate::config::TrainSection;
+use crate::config::{RunConfig, TrainSection};
 use crate::lock::{CheckpointLock, run_dir_of_checkpoints};
 use crate::optim::adamw;
 use crate::run_dir::{atomic_write, write_synced};
 use crate::sys::free_disk_bytes;
+use crate::tokenizer::CharTokenizer;
 
 /// Bumped whenever the layout or meaning of a checkpoint changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -74,6 +75,44 @@ pub struct CheckpointFiles {
     pub state: CheckpointState,
     pub config_toml: String,
     pub vocab_json: String,
+}
+
+impl CheckpointFiles {
+    /// The checkpoint of `model` and `optim` after `step` updates (`train_time_s` of training,
+    /// `changes` made on resume), with the run's `config` and vocabulary: what [`load`],
+    /// [`decode_model`] and [`decode_optimizer`] read back.
+    pub fn encode(
+        model: &Gpt,
+        optim: &ModuleOptimizer,
+        step: usize,
+        train_time_s: f64,
+        changes: Vec<SettingChange>,
+        config: &RunConfig,
+        tokenizer: &CharTokenizer,
+    ) -> Result<Self, TrainError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            TrainError::Checkpoint(format!("step {step}: cannot serialize the checkpoint: {e}"))
+        };
+        let model = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| failed(&e))?;
+        let optimizer = optim.into_bytes().map_err(|e| failed(&e))?;
+        Ok(Self {
+            model: model.to_vec(),
+            optimizer: optimizer.to_vec(),
+            state: CheckpointState {
+                format_version: FORMAT_VERSION,
+                step,
+                train_time_s,
+                ember_version: env!("CARGO_PKG_VERSION").to_string(),
+                changes,
+            },
+            config_toml: config.to_toml(),
+            vocab_json: tokenizer.to_json(),
+        })
+    }
 }
 
 /// The checkpoints of one run.

@@ -3,10 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-
 use super::Trainer;
-use crate::checkpoint::{CheckpointFiles, CheckpointState, FORMAT_VERSION};
+use crate::checkpoint::CheckpointFiles;
 use crate::error::TrainError;
 
 impl Trainer {
@@ -44,29 +42,15 @@ impl Trainer {
         step: usize,
         train_time_s: f64,
     ) -> Result<PathBuf, TrainError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            TrainError::Checkpoint(format!("step {step}: cannot serialize the checkpoint: {e}"))
-        };
-        let model = self
-            .model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| failed(&e))?;
-        let optimizer = self.optim.into_bytes().map_err(|e| failed(&e))?;
-        let files = CheckpointFiles {
-            model: model.to_vec(),
-            optimizer: optimizer.to_vec(),
-            state: CheckpointState {
-                format_version: FORMAT_VERSION,
-                step,
-                train_time_s,
-                ember_version: env!("CARGO_PKG_VERSION").to_string(),
-                changes: self.changes.clone(),
-            },
-            config_toml: self.config.to_toml(),
-            vocab_json: self.tokenizer.to_json(),
-        };
+        let files = CheckpointFiles::encode(
+            &self.model,
+            &self.optim,
+            step,
+            train_time_s,
+            self.changes.clone(),
+            &self.config,
+            &self.tokenizer,
+        )?;
         self.checkpoints.save(&files)
     }
 }
