@@ -116,14 +116,22 @@ impl GptConfig {
     }
 
     /// Parameter count from the shape alone, without building the model.
+    /// Counted in u128 and saturated, so that an absurd shape (a damaged file's) gives a huge
+    /// count rather than one that wrapped around to a small one.
     pub fn num_params(&self) -> usize {
-        let (d, v, b) = (self.d_model, self.vocab_size, usize::from(self.bias));
-        let linear = |i: usize, o: usize| i * o + b * o;
+        let wide = |n: usize| n as u128;
+        let (d, v, b) = (
+            wide(self.d_model),
+            wide(self.vocab_size),
+            u128::from(self.bias),
+        );
+        let linear = |i: u128, o: u128| i * o + b * o;
         let layer_norm = d + b * d;
         let block =
             2 * layer_norm + linear(d, 3 * d) + linear(d, d) + linear(d, 4 * d) + linear(4 * d, d);
-        let head = usize::from(!self.tie_embeddings) * d * v + usize::from(self.head_bias) * v;
-        v * d + self.context * d + self.n_layer * block + layer_norm + head
+        let head = u128::from(!self.tie_embeddings) * d * v + u128::from(self.head_bias) * v;
+        let total = v * d + wide(self.context) * d + wide(self.n_layer) * block + layer_norm + head;
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 
     /// Parameters that take part in matmuls (all Linear weights): the `N` of the 6·N·tokens

@@ -90,6 +90,25 @@ pub fn from_safetensors(
             why,
         });
     }
+    // The model is built before its tensors are read: a damaged shape (a width, a layer number
+    // in a name) must not make it allocate more than the file holds.
+    let held: usize = tensors
+        .tensors()
+        .iter()
+        .map(|(_, view)| view.shape().iter().product::<usize>())
+        .sum();
+    let dims = [
+        config.vocab_size,
+        config.d_model,
+        config.n_layer,
+        config.context,
+    ];
+    if dims.iter().any(|&n| n > held) || config.num_params() > held {
+        return Err(ModelError::Tensor(format!(
+            "the model's shape needs {} parameters but the file holds {held} values",
+            config.num_params()
+        )));
+    }
     let mut load = Load {
         path: Vec::new(),
         tensors: &tensors,

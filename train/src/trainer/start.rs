@@ -72,7 +72,7 @@ impl Trainer {
             Start::Resume { checkpoint, files } => {
                 let gpt = config.model.gpt(tokenizer.vocab_size());
                 let model = decode_model(&gpt, files.model, &device, &checkpoint)?;
-                let optim = decode_optimizer(&config.train, files.optimizer, &checkpoint)?;
+                let optim = decode_optimizer(&config.train, files.optimizer, &model, &checkpoint)?;
                 let run_dir = run_dir_of(&checkpoint);
                 let lock = RunLock::acquire(&run_dir)?;
                 let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {

@@ -18,25 +18,29 @@
 //! Readers take the checkpoints folder's shared lock (see `lock.rs`) and, given a run folder,
 //! fall back from a damaged newest checkpoint to the newest one that verifies.
 
+mod records;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
-use ember_model::{Gpt, GptConfig};
+use ember_model::Gpt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::TrainError;
-use crate::config::{RunConfig, TrainSection};
+use crate::config::RunConfig;
 use crate::lock::{CheckpointLock, run_dir_of_checkpoints};
-use crate::optim::adamw;
 use crate::run_dir::{atomic_write, write_synced};
 use crate::sys::free_disk_bytes;
 use crate::tokenizer::CharTokenizer;
+
+pub use records::{
+    Parameter, check_model_record, check_optimizer_record, decode_model, decode_optimizer,
+    parameters, without_panic,
+};
 
 /// Bumped whenever the layout or meaning of a checkpoint changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -361,52 +365,6 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
         vocab_json: text("vocab.json")?,
         state,
     })
-}
-
-/// The model a checkpoint's `model.bpk` holds, for the architecture `gpt`, on `device`.
-/// `dir` names the checkpoint in the error.
-pub fn decode_model(
-    gpt: &GptConfig,
-    bytes: Vec<u8>,
-    device: &Device,
-    dir: &Path,
-) -> Result<Gpt, TrainError> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        TrainError::Checkpoint(format!("{}: model.bpk: {e}", dir.display()))
-    };
-    let record =
-        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| unreadable(&e))?;
-    gpt.init(device)
-        .try_load_record(record)
-        .map_err(|e| unreadable(&e))
-}
-
-/// The optimizer a checkpoint's `optimizer.bpk` holds, configured by `train`; `dir` names the
-/// checkpoint in the error.
-///
-/// Burn 0.22.1 panics on a record with a tensor that has no parameter id ("Optimizer record
-/// tensors should carry a parameter id", found by `tests/fuzz.rs`) instead of returning its
-/// `RecordError`, so the record's tensors are checked first: reading them is zero-copy (the
-/// buffer is shared, so the clone for the check copies nothing).
-pub fn decode_optimizer(
-    train: &TrainSection,
-    bytes: Vec<u8>,
-    dir: &Path,
-) -> Result<ModuleOptimizer, TrainError> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        TrainError::Checkpoint(format!("{}: optimizer.bpk: {e}", dir.display()))
-    };
-    let bytes = Bytes::from_bytes_vec(bytes).shared();
-    let tensors = burn_pack::Reader::from_bytes(bytes.clone())
-        .and_then(burn_pack::Reader::into_tensors)
-        .map_err(|e| unreadable(&e))?;
-    for tensor in tensors {
-        let (name, _, _, param_id, _) = tensor.into_parts().map_err(|e| unreadable(&e))?;
-        if param_id.is_none() {
-            return Err(unreadable(&format!("tensor `{name}` has no parameter id")));
-        }
-    }
-    adamw(train).from_bytes(bytes).map_err(|e| unreadable(&e))
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -1,0 +1,337 @@
+//! The model and optimizer records of a checkpoint, decoded into a model and an optimizer, with
+//! every assumption Burn's loaders make checked first.
+//!
+//! Burn 0.22.1 returns an error for some damaged records and panics on others (see
+//! `docs/burn-upstream.md` for minimal inputs):
+//! - a float tensor stored with an integer dtype panics in burn-tensor (`Expected float dtype,
+//!   got U32`) while the model record is applied;
+//! - an optimizer state whose `__rank` is above 8 panics in burn-optim (`Unsupported tensor rank
+//!   for optimizer state: 9`), and a tensor without a parameter id panics too;
+//! - an optimizer state with a moment missing, or a `__rank` of another type, is silently dropped:
+//!   the parameter's AdamW moments start again from zero and the run is no longer the one saved.
+//!
+//! So before Burn sees a record, [`check_model_record`] and [`check_optimizer_record`] compare it
+//! with the model it will be loaded into: every tensor a parameter of that model, of the
+//! parameter's float dtype and shape, with as many bytes as that takes, and for the optimizer,
+//! complete AdamW state (both moments, the rank, the step count) for every parameter or for none.
+//! The checksum manifest already stops damaged files in normal use; these checks keep the promise
+//! of an error rather than a panic for every other way a record arrives. A panic that still
+//! comes out of Burn's loaders is turned into the same kind of error ([`without_panic`]), as a
+//! last guard.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Once;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, DType, Device, Tensor};
+use burn_pack::{Reader, Scalar};
+use ember_model::{Gpt, GptConfig};
+
+use crate::TrainError;
+use crate::config::TrainSection;
+use crate::optim::adamw;
+
+/// The model a checkpoint's `model.bpk` holds, for the architecture `gpt`, on `device`.
+/// `dir` names the checkpoint in the error.
+pub fn decode_model(
+    gpt: &GptConfig,
+    bytes: Vec<u8>,
+    device: &Device,
+    dir: &Path,
+) -> Result<Gpt, TrainError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        TrainError::Checkpoint(format!("{}: model.bpk: {e}", dir.display()))
+    };
+    let model = gpt.init(device);
+    let bytes = Bytes::from_bytes_vec(bytes).shared();
+    check_model_record(bytes.clone(), &parameters(&model)).map_err(|e| unreadable(&e))?;
+    without_panic(|| {
+        ModuleRecord::from_bytes(bytes)
+            .and_then(|record| model.try_load_record(record))
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|e| unreadable(&e))
+}
+
+/// The optimizer a checkpoint's `optimizer.bpk` holds for `model` (decoded from the same
+/// checkpoint: the optimizer's state is keyed by the model's parameter ids), configured by
+/// `train`; `dir` names the checkpoint in the error.
+pub fn decode_optimizer(
+    train: &TrainSection,
+    bytes: Vec<u8>,
+    model: &Gpt,
+    dir: &Path,
+) -> Result<ModuleOptimizer, TrainError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        TrainError::Checkpoint(format!("{}: optimizer.bpk: {e}", dir.display()))
+    };
+    // Shared, so that the check and the loader read the one buffer without copying it.
+    let bytes = Bytes::from_bytes_vec(bytes).shared();
+    check_optimizer_record(bytes.clone(), &parameters(model)).map_err(|e| unreadable(&e))?;
+    without_panic(|| adamw(train).from_bytes(bytes).map_err(|e| e.to_string()))
+        .map_err(|e| unreadable(&e))
+}
+
+/// One parameter of a model, as a record must hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameter {
+    pub path: String,
+    pub id: u64,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+/// Every float parameter of `model`, by module path (how Burn names them in a model record).
+pub fn parameters<M: Module>(model: &M) -> Vec<Parameter> {
+    struct Collect {
+        path: Vec<String>,
+        out: Vec<Parameter>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push(Parameter {
+                path: self.path.join("."),
+                id: param.id.val(),
+                dtype: param.val().dtype(),
+                shape: param.shape().to_vec(),
+            });
+        }
+    }
+    let mut collect = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut collect);
+    collect.out
+}
+
+/// A tensor of a record as the container describes it.
+struct Described {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    param_id: Option<u64>,
+    bytes: usize,
+}
+
+/// What a burnpack record holds, as its container describes it: the tensors (without reading
+/// their data), the scalars and the string metadata.
+struct Contents {
+    tensors: Vec<Described>,
+    scalars: BTreeMap<String, Scalar>,
+    metadata: BTreeMap<String, String>,
+}
+
+fn describe(bytes: Bytes) -> Result<Contents, String> {
+    let reader = Reader::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
+    let tensors = reader
+        .into_tensors()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|t| Described {
+            bytes: t.byte_len(),
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape.to_vec(),
+            param_id: t.param_id,
+        })
+        .collect();
+    Ok(Contents {
+        tensors,
+        scalars,
+        metadata,
+    })
+}
+
+/// That `tensor` can stand for `param`: the same float dtype and shape, and the bytes they take.
+fn check_tensor(tensor: &Described, param: &Parameter) -> Result<(), String> {
+    let name = &tensor.name;
+    if tensor.dtype != param.dtype {
+        return Err(format!(
+            "tensor `{name}` is {:?} but the parameter {} is {:?}",
+            tensor.dtype, param.path, param.dtype
+        ));
+    }
+    if tensor.shape != param.shape {
+        return Err(format!(
+            "tensor `{name}` has shape {:?} but the parameter {} has {:?}",
+            tensor.shape, param.path, param.shape
+        ));
+    }
+    let want = param.shape.iter().product::<usize>() * param.dtype.size();
+    if tensor.bytes != want {
+        return Err(format!(
+            "tensor `{name}` holds {} bytes but its shape and dtype take {want}",
+            tensor.bytes
+        ));
+    }
+    Ok(())
+}
+
+/// That a model record holds exactly the parameters `params`, each as [`check_tensor`] says.
+pub fn check_model_record(bytes: Bytes, params: &[Parameter]) -> Result<(), String> {
+    let tensors = describe(bytes)?.tensors;
+    let by_path: BTreeMap<&str, &Parameter> = params.iter().map(|p| (p.path.as_str(), p)).collect();
+    let mut seen = BTreeSet::new();
+    for tensor in &tensors {
+        let param = by_path.get(tensor.name.as_str()).ok_or_else(|| {
+            format!(
+                "tensor `{}` is not a parameter of this model (a record of another model?)",
+                tensor.name
+            )
+        })?;
+        check_tensor(tensor, param)?;
+        seen.insert(tensor.name.as_str());
+    }
+    match params.iter().find(|p| !seen.contains(p.path.as_str())) {
+        Some(missing) => Err(format!("no tensor for the parameter {}", missing.path)),
+        None => Ok(()),
+    }
+}
+
+/// What Ember's AdamW keeps for each parameter, under the parameter id `{id}`: the tensors
+/// `{id}.momentum.moment_1` and `moment_2`, the scalars `{id}.__rank` and `{id}.momentum.time`,
+/// and the metadata entry `{id}` holding the parameter's module path.
+const MOMENTS: [&str; 2] = ["momentum.moment_1", "momentum.moment_2"];
+const RANK: &str = "__rank";
+const TIME: &str = "momentum.time";
+
+/// That an optimizer record holds complete AdamW state for every parameter of `params`, or for
+/// none (a fresh optimizer, as `ember import` writes), and nothing else.
+pub fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), String> {
+    let Contents {
+        tensors,
+        scalars,
+        metadata,
+    } = describe(bytes)?;
+    let by_id: BTreeMap<String, &Parameter> =
+        params.iter().map(|p| (p.id.to_string(), p)).collect();
+    // The parameter an entry `{id}.{leaf}` belongs to, and the leaf.
+    let owner = |name: &str| -> Result<(&Parameter, String), String> {
+        let (id, leaf) = name.split_once('.').unwrap_or((name, ""));
+        let param = by_id.get(id).ok_or_else(|| {
+            format!(
+                "`{name}` is the state of no parameter of this model (a record of another model?)"
+            )
+        })?;
+        Ok((param, leaf.to_string()))
+    };
+    let mut entries: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for tensor in &tensors {
+        let (param, leaf) = owner(&tensor.name)?;
+        if !MOMENTS.contains(&leaf.as_str()) {
+            return Err(format!("unexpected tensor `{}`", tensor.name));
+        }
+        if tensor.param_id != Some(param.id) {
+            return Err(format!(
+                "tensor `{}` carries parameter id {:?}, not {}",
+                tensor.name, tensor.param_id, param.id
+            ));
+        }
+        check_tensor(tensor, param)?;
+        entries.entry(param.id).or_default().insert(leaf);
+    }
+    for (name, value) in &scalars {
+        let (param, leaf) = owner(name)?;
+        let number = match *value {
+            Scalar::UInt(n) => Some(n),
+            Scalar::Int(n) => u64::try_from(n).ok(),
+            Scalar::Float(_) | Scalar::Bool(_) => None,
+        };
+        match (leaf.as_str(), number) {
+            (RANK, Some(rank)) if rank == param.shape.len() as u64 => {}
+            (RANK, _) => {
+                return Err(format!(
+                    "`{name}` is {value:?} but the parameter {} has rank {}",
+                    param.path,
+                    param.shape.len()
+                ));
+            }
+            // Ember's AdamW counts its steps in an i32 (PyTorch's bias corrections use it as an
+            // exponent); the first update is 1.
+            (TIME, Some(time)) if (1..=i32::MAX as u64).contains(&time) => {}
+            (TIME, _) => {
+                return Err(format!(
+                    "`{name}` is {value:?}, not a step count between 1 and 2^31 - 1"
+                ));
+            }
+            _ => return Err(format!("unexpected scalar `{name}`")),
+        }
+        entries.entry(param.id).or_default().insert(leaf);
+    }
+    for (id, path) in &metadata {
+        let (param, _) = owner(id)?;
+        if *path != param.path {
+            return Err(format!(
+                "the state of parameter {id} names `{path}` but that parameter is {}",
+                param.path
+            ));
+        }
+        entries.entry(param.id).or_default().insert(String::new());
+    }
+    let complete: BTreeSet<String> = MOMENTS
+        .iter()
+        .chain(&[RANK, TIME, ""])
+        .map(|s| s.to_string())
+        .collect();
+    if let Some((id, have)) = entries.iter().find(|(_, have)| **have != complete) {
+        let param = &by_id[&id.to_string()];
+        let missing: Vec<&str> = complete
+            .difference(have)
+            .map(|s| if s.is_empty() { "its path" } else { s })
+            .collect();
+        return Err(format!(
+            "the AdamW state of {} lacks {}",
+            param.path,
+            missing.join(", ")
+        ));
+    }
+    if !entries.is_empty()
+        && let Some(param) = params.iter().find(|p| !entries.contains_key(&p.id))
+    {
+        return Err(format!("no AdamW state for the parameter {}", param.path));
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Set while [`without_panic`] runs on this thread: its panics are errors, not messages.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a foreign loader, turning a panic inside it into an error with the panic's message. A
+/// last guard behind the checks above, for what they do not foresee. The panic message is not
+/// printed (the error carries it); panics on other threads print as usual.
+pub fn without_panic<T>(load: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.get() {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load));
+    QUIET.set(was);
+    result.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        Err(format!("the record cannot be loaded ({message})"))
+    })
+}
