@@ -7,6 +7,7 @@
 use std::fmt;
 
 use burn::tensor::Device;
+use ember_kernels::cpu::Isa;
 
 use crate::Error;
 
@@ -30,6 +31,8 @@ pub struct Selected {
     pub name: String,
     /// The matmul engine, for the CPU backends.
     pub matmul: Option<String>,
+    /// The instruction set of the fused kernels (`AVX2+FMA`), for the CPU backends.
+    pub kernels: Option<&'static str>,
     /// The graphics adapter, for wgpu.
     pub adapter: Option<String>,
     pub threads: Threads,
@@ -67,6 +70,9 @@ pub struct Threads {
 impl fmt::Display for Selected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "backend {}", self.name)?;
+        if let Some(kernels) = self.kernels {
+            write!(f, " | kernels {kernels}")?;
+        }
         if let Some(matmul) = &self.matmul {
             write!(f, " | matmul {matmul}")?;
         }
@@ -170,10 +176,17 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, Error> {
         Some(i) => format!("{kind}:{i}"),
         None => kind.to_string(),
     };
+    // The kernels' instruction set (EMBER_SIMD, or the widest the processor has), checked here so
+    // that a request the processor cannot run is an error before anything starts.
+    let kernels = match matmul {
+        Some(_) => Some(Isa::from_env().map_err(Error::Backend)?.describe()),
+        None => None,
+    };
     Ok(Selected {
         device,
         name,
         matmul,
+        kernels,
         adapter,
         threads,
     })
@@ -289,7 +302,7 @@ fn vulkan_loader_present() -> bool {
 fn cpu_matmul(backend_engine: &str) -> String {
     format!(
         "Linear {}, other {backend_engine}",
-        ember_kernels::cpu::linear_engine()
+        ember_kernels::cpu::gemm::engine()
     )
 }
 

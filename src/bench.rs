@@ -40,6 +40,8 @@ pub struct BenchReport {
     pub cpu: String,
     pub backend: String,
     pub matmul_engine: Option<String>,
+    /// The fused kernels' instruction set (`EMBER_SIMD` or the processor's widest).
+    pub kernels_isa: Option<&'static str>,
     pub rayon_threads: usize,
     pub blas_threads: Option<usize>,
     pub preset: String,
@@ -133,6 +135,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         cpu: cpu_model(),
         backend: selected.name,
         matmul_engine: selected.matmul,
+        kernels_isa: selected.kernels,
         rayon_threads: selected.threads.rayon,
         blas_threads: selected.threads.blas,
         preset: spec.preset.clone(),
@@ -204,10 +207,13 @@ impl std::fmt::Display for BenchReport {
         let p = &self.phases_ms;
         writeln!(
             f,
-            "{} on {} ({}; {} rayon threads)",
+            "{} on {} ({}{}; {} rayon threads)",
             self.preset,
             self.backend,
             self.matmul_engine.as_deref().unwrap_or("device kernels"),
+            self.kernels_isa
+                .map(|isa| format!("; kernels {isa}"))
+                .unwrap_or_default(),
             self.rayon_threads
         )?;
         writeln!(

@@ -7,8 +7,9 @@ mod common;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{FloatDType, Int, Tensor, TensorData};
-use common::{Randomize, param_list, values};
+use common::{Randomize, values};
 use ember_model::GptConfig;
+use ember_model::parameters;
 use ember_train::rng::SplitMix64;
 
 #[test]
@@ -45,7 +46,8 @@ fn model_gradients_match_finite_differences_in_f64() {
     };
     let h = 1e-6;
     let mut checked = 0;
-    for ((path, id, _), (_, grad)) in param_list(&model).into_iter().zip(analytic.out) {
+    for (param, (_, grad)) in parameters(&model).into_iter().zip(analytic.out) {
+        let (path, id) = (param.path, param.id);
         // A few entries of every tensor: first, last and one in between.
         for index in [0, grad.len() / 2, grad.len() - 1] {
             let numeric = (loss_at(id, index, h) - loss_at(id, index, -h)) / (2.0 * h);
@@ -57,7 +59,7 @@ fn model_gradients_match_finite_differences_in_f64() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3 * param_list(&model).len());
+    assert_eq!(checked, 3 * parameters(&model).len());
 }
 
 struct Grads<'a> {

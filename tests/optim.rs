@@ -5,7 +5,8 @@ mod common;
 use burn::module::ParamGroup;
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{cpu, param_list, values};
+use common::{cpu, values};
+use ember_model::parameters;
 use ember_model::{Gpt, GptConfig};
 use ember_train::config::TrainSection;
 use ember_train::optim::{NO_DECAY_PATTERN, adamw, clip_global_norm};
@@ -27,13 +28,15 @@ fn model_and_grads() -> (Gpt, GradientsParams) {
 fn only_matrices_are_decayed() {
     let (model, _) = model_and_grads();
     let group = ParamGroup::from_regex(NO_DECAY_PATTERN).unwrap();
-    let params = param_list(&model);
+    let params = parameters(&model);
     assert_eq!(params.len(), 2 + 2 * 12 + 2 + 2);
-    for (path, id, rank) in params {
+    for p in params {
+        let rank = p.shape.len();
         assert_eq!(
-            group.matches(&id, Some(&path)),
+            group.matches(&p.id, Some(&p.path)),
             rank == 1,
-            "{path} (rank {rank})"
+            "{} (rank {rank})",
+            p.path
         );
     }
 }
@@ -85,9 +88,9 @@ fn first_adamw_step_is_pytorchs() {
 #[test]
 fn clipping_scales_all_gradients_together() {
     let (model, mut grads) = model_and_grads();
-    let params = param_list(&model);
+    let params = parameters(&model);
     let grad_of = |grads: &GradientsParams, i: usize| {
-        let (_, id, rank) = params[i];
+        let (id, rank) = (params[i].id, params[i].shape.len());
         if rank == 1 {
             values(grads.get::<1>(id).unwrap())
         } else {

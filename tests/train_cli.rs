@@ -5,6 +5,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use ember_kernels::cpu::Isa;
+
 fn train(out: &Path, args: &[&str]) -> Output {
     common::train_bin(&[])
         .args(["--preset", "tiny", "--out"])
@@ -59,7 +61,8 @@ fn trains_and_writes_the_run_folder() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("backend ndarray | matmul "), "{stdout}");
+    assert!(stdout.contains("backend ndarray | kernels "), "{stdout}");
+    assert!(stdout.contains(" | matmul Linear gemm crate"), "{stdout}");
     assert!(stdout.contains("---- sample at step 4 ----"), "{stdout}");
     let run = out.path().join("r");
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
@@ -178,6 +181,29 @@ fn override_and_flag_errors_name_their_source() {
         ],
     );
     fails_with(&["--device", "tpu"], &["--device tpu: unknown backend"]);
+}
+
+#[test]
+fn an_instruction_set_the_processor_cannot_run_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let refused = |isa: &str| {
+        let o = common::train_bin(&["--preset", "tiny", "--steps", "1", "--out"])
+            .arg(out.path())
+            .env("EMBER_SIMD", isa)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "EMBER_SIMD={isa} ran");
+        stderr(&o)
+    };
+    assert_eq!(
+        refused("sse9"),
+        "error: EMBER_SIMD=sse9: expected one of avx512, avx2, scalar\n"
+    );
+    for isa in Isa::ALL.into_iter().filter(|isa| !isa.supported()) {
+        let err = refused(isa.name());
+        assert!(err.contains("this processor lacks"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
 #[test]

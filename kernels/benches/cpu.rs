@@ -64,11 +64,11 @@ fn kernels(c: &mut Criterion) {
     let flops = |products: usize| (products * b * h * t * (t + 1) / 2 * (d / h) * 2) as u64;
     group.throughput(Throughput::Elements(flops(2)));
     group.bench_function("attention_32x64x384", |bench| {
-        bench.iter(|| cpu::attention(&qkv, shape, &mut y, &mut probs))
+        bench.iter(|| cpu::causal_attention(&qkv, shape, &mut y, &mut probs))
     });
     group.throughput(Throughput::Elements(flops(4)));
     group.bench_function("attention_backward_32x64x384", |bench| {
-        bench.iter(|| cpu::attention_backward(&qkv, &probs, &y, shape, &mut dqkv))
+        bench.iter(|| cpu::causal_attention_backward(&qkv, &probs, &y, shape, &mut dqkv))
     });
 
     let logits = values(rows * v);

@@ -23,11 +23,11 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::{Gpt, GptConfig, ModelError};
+use crate::{Gpt, GptConfig, ModelError, with_values};
 
 /// Serializes `model` (whose shape is `config`) with `metadata` added to the header.
 pub fn to_safetensors(
@@ -35,27 +35,35 @@ pub fn to_safetensors(
     config: &GptConfig,
     mut metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>, ModelError> {
-    let mut collect = Collect {
-        path: Vec::new(),
-        tensors: Vec::new(),
-    };
-    model.visit(&mut collect);
+    let mut tensors = Vec::new();
+    with_values(model, |param, data| {
+        let (name, transpose) = torch_name(&param.path);
+        let mut values: Vec<f32> = data.iter::<f32>().collect();
+        let mut shape = param.shape;
+        if transpose {
+            let [rows, cols] = shape[..] else {
+                unreachable!("Linear weights are matrices")
+            };
+            values = (0..rows * cols)
+                .map(|i| values[(i % rows) * cols + i / rows])
+                .collect();
+            shape = vec![cols, rows];
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((name, shape, bytes));
+    });
     if config.tie_embeddings {
-        let wte = collect
-            .tensors
+        let wte = tensors
             .iter()
             .find(|(name, _, _)| name == "transformer.wte.weight")
             .cloned()
             .expect("every model has a token embedding");
-        collect
-            .tensors
-            .push(("lm_head.weight".into(), wte.1, wte.2));
+        tensors.push(("lm_head.weight".into(), wte.1, wte.2));
     }
     let config_json = serde_json::to_string(config).expect("a GptConfig always serializes");
     metadata.insert("ember_config".into(), config_json);
     metadata.insert("format".into(), "pt".into());
-    let views = collect
-        .tensors
+    let views = tensors
         .iter()
         .map(|(name, shape, bytes)| {
             Ok((
@@ -183,8 +191,7 @@ fn nanogpt_config(
 
 /// nanoGPT's name for the parameter at Burn `path`, and whether it is a Linear weight (stored
 /// transposed).
-fn torch_name(path: &[String]) -> (String, bool) {
-    let burn = path.join(".");
+fn torch_name(burn: &str) -> (String, bool) {
     let linear_weight =
         burn.ends_with(".weight") && !burn.starts_with("wte") && !burn.starts_with("wpe");
     let name = burn
@@ -203,35 +210,6 @@ fn torch_name(path: &[String]) -> (String, bool) {
     (name, linear_weight)
 }
 
-struct Collect {
-    path: Vec<String>,
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let (name, transpose) = torch_name(&self.path);
-        let tensor = if transpose {
-            param.val().transpose()
-        } else {
-            param.val()
-        };
-        let shape = tensor.dims().to_vec();
-        let bytes = tensor
-            .into_data()
-            .iter::<f32>()
-            .flat_map(f32::to_le_bytes)
-            .collect();
-        self.tensors.push((name, shape, bytes));
-    }
-}
-
 struct Load<'a> {
     path: Vec<String>,
     tensors: &'a SafeTensors<'a>,
@@ -246,7 +224,7 @@ impl ModuleMapper for Load<'_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (name, transpose) = torch_name(&self.path);
+        let (name, transpose) = torch_name(&self.path.join("."));
         let mut want = param.shape().dims::<D>().to_vec();
         if transpose {
             want.reverse();

@@ -9,6 +9,7 @@ mod error;
 mod export;
 mod gpt;
 mod layers;
+mod parameters;
 
 pub use attention::{CausalSelfAttention, LayerCache};
 pub use block::{Block, Mlp};
@@ -17,3 +18,4 @@ pub use error::ModelError;
 pub use export::{from_safetensors, to_safetensors};
 pub use gpt::{Gpt, Head, KvCache, cross_entropy};
 pub use layers::LAYER_NORM_EPS;
+pub use parameters::{Parameter, parameters, with_values};

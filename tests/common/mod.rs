@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{ModuleMapper, Param};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -51,31 +51,6 @@ impl ModuleMapper for Randomize {
                 .set_require_grad(grad)
         })
     }
-}
-
-/// Every float parameter: (module path, id, rank).
-#[derive(Default)]
-pub struct ParamList {
-    path: Vec<String>,
-    pub params: Vec<(String, ParamId, usize)>,
-}
-
-impl ModuleVisitor for ParamList {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.params.push((self.path.join("."), param.id, D));
-    }
-}
-
-pub fn param_list<M: Module>(model: &M) -> Vec<(String, ParamId, usize)> {
-    let mut list = ParamList::default();
-    model.visit(&mut list);
-    list.params
 }
 
 /// The tiny preset writing its runs under `out`, with `sets` (`section.key=value`) on top.

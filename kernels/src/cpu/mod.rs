@@ -1,31 +1,33 @@
-//! The CPU kernels, written once over slices of [`Float`] (`f32` in training, `f64` in the
-//! gradient checks), parallel on rayon's pool and vectorized for the processor at hand. They
-//! know nothing of Burn: `host` feeds them the backends' tensors.
+//! The Burn-free half of the fused ops: the vector toolkit the kernels are written with
+//! ([`Float`], the vector loops, `exp`/`erfc`, the instruction-set dispatch [`Isa`], the
+//! [`gemm`] call), and an index of the kernels themselves, which live beside their ops in
+//! `ops/<op>/kernel.rs`. Everything here works on plain slices, `f32` in training and `f64` in
+//! the gradient checks, parallel on rayon's pool and vectorized for the processor at hand.
 
-mod adamw;
-mod attention;
-mod cross_entropy;
 mod float;
-mod gelu;
-mod layer_norm;
-mod linear;
-mod math;
-mod simd;
-mod vector;
+pub mod gemm;
+pub(crate) mod math;
+pub(crate) mod simd;
+pub(crate) mod vector;
 
-pub use adamw::{AdamWStep, adamw, sum_of_squares};
-pub use attention::{AttentionShape, attention, attention_backward};
-pub use cross_entropy::{cross_entropy, cross_entropy_backward};
 pub use float::Float;
-pub use gelu::{gelu, gelu_backward};
-pub use layer_norm::{layer_norm, layer_norm_backward};
-pub use linear::{linear, linear_backward, linear_engine};
+pub use simd::Isa;
+
+pub use crate::ops::adamw::kernel::{AdamWStep, adamw};
+pub use crate::ops::attention::kernel::{
+    AttentionShape, causal_attention, causal_attention_backward,
+};
+pub use crate::ops::cross_entropy::kernel::{cross_entropy, cross_entropy_backward};
+pub use crate::ops::gelu::kernel::{gelu, gelu_backward};
+pub use crate::ops::layer_norm::kernel::{layer_norm, layer_norm_backward};
+pub use crate::ops::linear::kernel::{linear, linear_backward};
+pub use crate::ops::sum_of_squares::kernel::sum_of_squares;
 
 /// Elements a parallel task should have at least: below that, handing work to another thread
 /// costs more than it saves.
-const TASK_ELEMENTS: usize = 1 << 14;
+pub(crate) const TASK_ELEMENTS: usize = 1 << 14;
 
 /// Rows of `row_len` elements per parallel task.
-fn rows_per_task(row_len: usize) -> usize {
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (TASK_ELEMENTS / row_len.max(1)).max(1)
 }

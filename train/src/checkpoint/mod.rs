@@ -37,10 +37,7 @@ use crate::run_dir::{atomic_write, write_synced};
 use crate::sys::free_disk_bytes;
 use crate::tokenizer::CharTokenizer;
 
-pub use records::{
-    Parameter, check_model_record, check_optimizer_record, decode_model, decode_optimizer,
-    parameters, without_panic,
-};
+pub use records::{decode_model, decode_optimizer};
 
 /// Bumped whenever the layout or meaning of a checkpoint changes.
 pub const FORMAT_VERSION: u32 = 1;

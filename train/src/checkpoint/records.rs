@@ -24,12 +24,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Once;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, DType, Device, Tensor};
+use burn::tensor::{Bytes, DType, Device};
 use burn_pack::{Reader, Scalar};
-use ember_model::{Gpt, GptConfig};
+use ember_model::{Gpt, GptConfig, Parameter, parameters};
 
 use crate::TrainError;
 use crate::config::TrainSection;
@@ -74,45 +74,6 @@ pub fn decode_optimizer(
     check_optimizer_record(bytes.clone(), &parameters(model)).map_err(|e| unreadable(&e))?;
     without_panic(|| adamw(train).from_bytes(bytes).map_err(|e| e.to_string()))
         .map_err(|e| unreadable(&e))
-}
-
-/// One parameter of a model, as a record must hold it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Parameter {
-    pub path: String,
-    pub id: u64,
-    pub dtype: DType,
-    pub shape: Vec<usize>,
-}
-
-/// Every float parameter of `model`, by module path (how Burn names them in a model record).
-pub fn parameters<M: Module>(model: &M) -> Vec<Parameter> {
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<Parameter>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.push(Parameter {
-                path: self.path.join("."),
-                id: param.id.val(),
-                dtype: param.val().dtype(),
-                shape: param.shape().to_vec(),
-            });
-        }
-    }
-    let mut collect = Collect {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    model.visit(&mut collect);
-    collect.out
 }
 
 /// A tensor of a record as the container describes it.
@@ -180,7 +141,7 @@ fn check_tensor(tensor: &Described, param: &Parameter) -> Result<(), String> {
 }
 
 /// That a model record holds exactly the parameters `params`, each as [`check_tensor`] says.
-pub fn check_model_record(bytes: Bytes, params: &[Parameter]) -> Result<(), String> {
+fn check_model_record(bytes: Bytes, params: &[Parameter]) -> Result<(), String> {
     let tensors = describe(bytes)?.tensors;
     let by_path: BTreeMap<&str, &Parameter> = params.iter().map(|p| (p.path.as_str(), p)).collect();
     let mut seen = BTreeSet::new();
@@ -209,14 +170,14 @@ const TIME: &str = "momentum.time";
 
 /// That an optimizer record holds complete AdamW state for every parameter of `params`, or for
 /// none (a fresh optimizer, as `ember import` writes), and nothing else.
-pub fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), String> {
+fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), String> {
     let Contents {
         tensors,
         scalars,
         metadata,
     } = describe(bytes)?;
     let by_id: BTreeMap<String, &Parameter> =
-        params.iter().map(|p| (p.id.to_string(), p)).collect();
+        params.iter().map(|p| (p.id.val().to_string(), p)).collect();
     // The parameter an entry `{id}.{leaf}` belongs to, and the leaf.
     let owner = |name: &str| -> Result<(&Parameter, String), String> {
         let (id, leaf) = name.split_once('.').unwrap_or((name, ""));
@@ -233,14 +194,16 @@ pub fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), 
         if !MOMENTS.contains(&leaf.as_str()) {
             return Err(format!("unexpected tensor `{}`", tensor.name));
         }
-        if tensor.param_id != Some(param.id) {
+        if tensor.param_id != Some(param.id.val()) {
             return Err(format!(
                 "tensor `{}` carries parameter id {:?}, not {}",
-                tensor.name, tensor.param_id, param.id
+                tensor.name,
+                tensor.param_id,
+                param.id.val()
             ));
         }
         check_tensor(tensor, param)?;
-        entries.entry(param.id).or_default().insert(leaf);
+        entries.entry(param.id.val()).or_default().insert(leaf);
     }
     for (name, value) in &scalars {
         let (param, leaf) = owner(name)?;
@@ -268,7 +231,7 @@ pub fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), 
             }
             _ => return Err(format!("unexpected scalar `{name}`")),
         }
-        entries.entry(param.id).or_default().insert(leaf);
+        entries.entry(param.id.val()).or_default().insert(leaf);
     }
     for (id, path) in &metadata {
         let (param, _) = owner(id)?;
@@ -278,7 +241,10 @@ pub fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), 
                 param.path
             ));
         }
-        entries.entry(param.id).or_default().insert(String::new());
+        entries
+            .entry(param.id.val())
+            .or_default()
+            .insert(String::new());
     }
     let complete: BTreeSet<String> = MOMENTS
         .iter()
@@ -298,7 +264,7 @@ pub fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), 
         ));
     }
     if !entries.is_empty()
-        && let Some(param) = params.iter().find(|p| !entries.contains_key(&p.id))
+        && let Some(param) = params.iter().find(|p| !entries.contains_key(&p.id.val()))
     {
         return Err(format!("no AdamW state for the parameter {}", param.path));
     }
@@ -313,7 +279,7 @@ thread_local! {
 /// Runs a foreign loader, turning a panic inside it into an error with the panic's message. A
 /// last guard behind the checks above, for what they do not foresee. The panic message is not
 /// printed (the error carries it); panics on other threads print as usual.
-pub fn without_panic<T>(load: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+fn without_panic<T>(load: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();

@@ -9,9 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::simd::vectorized;
-use super::vector::{Sink, dot, sum, sum_sq_dev};
-use super::{Float, rows_per_task};
+use crate::cpu::simd::vectorized;
+use crate::cpu::vector::{Sink, dot, sum, sum_sq_dev};
+use crate::cpu::{Float, rows_per_task};
 
 /// Normalizes the rows of `x` (`rows × d`) into `y`; writes each row's mean and inverse standard
 /// deviation. `beta` is `None` for a LayerNorm without bias. Writes every element of the outputs.

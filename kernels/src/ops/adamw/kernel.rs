@@ -9,9 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::simd::vectorized;
-use super::vector::{Sink, sum_sq};
-use super::{Float, TASK_ELEMENTS};
+use crate::cpu::simd::vectorized;
+use crate::cpu::vector::Sink;
+use crate::cpu::{Float, TASK_ELEMENTS};
 
 /// The hyperparameters of one step; `time` counts the updates including this one (1 first).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,18 +81,4 @@ pub fn adamw<E: Float, O: Sink<E>>(
                 },
             )
         });
-}
-
-/// `Σ x²` in `f64`, over fixed blocks added in order (the same on any thread count).
-pub fn sum_of_squares<E: Float>(x: &[E]) -> f64 {
-    let partial: Vec<f64> = x
-        .par_chunks(TASK_ELEMENTS)
-        .map(|block| {
-            vectorized(
-                #[inline(always)]
-                || sum_sq(block).to_f64(),
-            )
-        })
-        .collect();
-    partial.iter().sum()
 }

@@ -6,9 +6,9 @@
 
 use rayon::prelude::*;
 
-use super::simd::vectorized;
-use super::vector::{Sink, max, sum_exp};
-use super::{Float, rows_per_task};
+use crate::cpu::simd::vectorized;
+use crate::cpu::vector::{Sink, max, sum_exp};
+use crate::cpu::{Float, rows_per_task};
 
 /// Mean over rows of `lse - x[target]`; writes each row's log-sum-exp into (every element of)
 /// `lse`.

@@ -21,9 +21,9 @@
 
 use rayon::prelude::*;
 
-use super::Float;
-use super::simd::vectorized;
-use super::vector::{Sink, dot, max, put_all, sum, vec_mat};
+use crate::cpu::Float;
+use crate::cpu::simd::vectorized;
+use crate::cpu::vector::{Sink, dot, max, put_all, sum, vec_mat};
 
 /// `n` rounded up to a whole number of 16-float vectors, at most `limit`.
 #[inline(always)]
@@ -72,7 +72,7 @@ impl AttentionShape {
 
 /// `y` `[B, T', d]` and `probs` `[B, H, T', T]` from `qkv` `[B, T, 3d]`; writes every element
 /// of both.
-pub fn attention<E: Float, O: Sink<E>>(
+pub fn causal_attention<E: Float, O: Sink<E>>(
     qkv: &[E],
     shape: AttentionShape,
     y: &mut [O],
@@ -117,7 +117,7 @@ pub fn attention<E: Float, O: Sink<E>>(
 
 /// `dqkv` `[B, T, 3d]` from the forward's `qkv` and `probs` and the gradient `dy` `[B, T', d]`;
 /// writes every element of it.
-pub fn attention_backward<E: Float, O: Sink<E>>(
+pub fn causal_attention_backward<E: Float, O: Sink<E>>(
     qkv: &[E],
     probs: &[E],
     dy: &[E],

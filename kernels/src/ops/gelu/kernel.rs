@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
-use super::simd::vectorized;
-use super::vector::{Sink, map, map2};
-use super::{Float, TASK_ELEMENTS};
+use crate::cpu::simd::vectorized;
+use crate::cpu::vector::{Sink, map, map2};
+use crate::cpu::{Float, TASK_ELEMENTS};
 
 /// `Φ(x) = erfc(-x/√2) / 2`, the standard normal CDF.
 #[inline(always)]

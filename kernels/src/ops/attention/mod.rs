@@ -1,0 +1,149 @@
+//! Causal multi-head self-attention from the fused projection `qkv` `[b, t, 3d]` (each
+//! position's queries, keys and values side by side) to the merged heads `[b, t - past, d]`:
+//! what the model calls (fused on the CPU, composed from Burn ops elsewhere), the fused op's host
+//! adapter and its backward pass. The kernels, and the formulas, are in [`kernel`].
+//!
+//! The first `past` positions are attended to but ask nothing themselves: 0 in training, the
+//! positions already generated when `qkv` holds a decoder's cache followed by its new tokens.
+
+pub mod kernel;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, unary};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Tensor, s};
+
+use crate::fused::autodiff::{constant, record};
+use crate::fused::fused;
+use crate::fused::host::{CpuBackend, HostTensor, Output, with_float};
+use kernel::AttentionShape;
+
+/// Causal self-attention of `qkv` `[b, t, 3d]` with `n_head` heads; the queries are the
+/// positions after the first `past`.
+pub fn causal_attention(qkv: Tensor<3>, n_head: usize, past: usize) -> Tensor<3> {
+    if fused(&qkv) {
+        let (y, _) =
+            <Dispatch as AttentionOps>::fused_causal_attention(qkv.into_dispatch(), n_head, past);
+        return Tensor::from_dispatch(y);
+    }
+    // The composed form: heads split out of `qkv`, scores, a causal mask, softmax, and the heads
+    // merged back.
+    let [b, t, three_d] = qkv.dims();
+    let (d, h) = (three_d / 3, n_head);
+    let (hd, tq) = (d / h, t - past);
+    let heads = |i: usize, from: usize| {
+        qkv.clone()
+            .slice(s![.., from.., i * d..(i + 1) * d])
+            .reshape([b, t - from, h, hd])
+            .swap_dims(1, 2) // [b, h, positions, hd]
+    };
+    let (q, k, v) = (heads(0, past), heads(1, 0), heads(2, 0)); // q: [b, h, tq, hd]
+    let mask = Tensor::<2, Bool>::tril_mask([t, t], 0, &qkv.device())
+        .slice(s![past.., ..])
+        .unsqueeze::<4>()
+        .expand([b, h, tq, t]);
+    let scores = q
+        .mul_scalar(1.0 / (hd as f64).sqrt())
+        .matmul(k.swap_dims(2, 3)) // [b, h, tq, t]
+        .mask_fill(mask, f32::NEG_INFINITY);
+    softmax(scores, 3)
+        .matmul(v) // [b, h, tq, hd]
+        .swap_dims(1, 2)
+        .reshape([b, tq, d])
+}
+
+#[backend_extension(NdArray: cfg(feature = "ndarray"), Flex: cfg(feature = "flex"), Autodiff)]
+pub trait AttentionOps: Backend {
+    /// `(y [B, T', d], probs [B, H, T', T])`, the queries being the last `T' = T - past`
+    /// positions; `probs` is what the backward pass needs.
+    fn fused_causal_attention(
+        qkv: FloatTensor<Self>,
+        n_head: usize,
+        past: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl<B: CpuBackend> AttentionOps for B {
+    fn fused_causal_attention(qkv: FloatTensor<B>, heads: usize, past: usize) -> Attended<B> {
+        with_float!(qkv.dtype(), E => {
+            let shape = shape(&qkv.dims(), heads, past);
+            let (b, t, tq, d) = (shape.batch, shape.time, shape.queries(), shape.d_model);
+            let q = qkv.values::<E>();
+            let mut y = Output::new(b * tq * d, "causal_attention: y");
+            let mut probs = Output::new(b * heads * tq * t, "causal_attention: probs");
+            kernel::causal_attention(&q, shape, y.slots(), probs.slots());
+            // SAFETY: causal_attention writes every element of its outputs.
+            unsafe {
+                (
+                    HostTensor::from_values(y.written(), vec![b, tq, d]),
+                    HostTensor::from_values(probs.written(), vec![b, heads, tq, t]),
+                )
+            }
+        })
+    }
+}
+
+impl<B: CpuBackend, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
+    fn fused_causal_attention(qkv: FloatTensor<Self>, heads: usize, past: usize) -> Attended<Self> {
+        let mut kept = None;
+        let y = record::<B, C, _, 1>([qkv], AttentionBackward, |[qkv]| {
+            let (y, probs) = B::fused_causal_attention(qkv.clone(), heads, past);
+            kept = Some(probs.clone());
+            (y, (qkv, probs, heads, past))
+        });
+        // The probabilities enter the graph as values no gradient flows through.
+        (y, constant::<B, C>(kept.expect("the forward ran")))
+    }
+}
+
+/// `(y, probs)` (the trait spells it out: the extension macro reads the tuple).
+type Attended<B> = (FloatTensor<B>, FloatTensor<B>);
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: CpuBackend> Backward<B, 1> for AttentionBackward {
+    /// `(qkv, probs, n_head, past)`.
+    type State = (FloatTensor<B>, FloatTensor<B>, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (qkv, probs, n_head, past) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            backward(qkv, probs, dy, n_head, past)
+        });
+    }
+}
+
+fn shape(qkv_dims: &[usize], heads: usize, past: usize) -> AttentionShape {
+    let [batch, time, three_d] = qkv_dims else {
+        panic!("causal attention takes qkv [batch, time, 3·d], got {qkv_dims:?}");
+    };
+    assert!(
+        three_d % 3 == 0 && (three_d / 3) % heads == 0 && past <= *time,
+        "qkv {qkv_dims:?} with {heads} heads and {past} earlier positions"
+    );
+    AttentionShape {
+        batch: *batch,
+        time: *time,
+        past,
+        heads,
+        d_model: three_d / 3,
+    }
+}
+
+/// `dqkv` from the forward's `qkv` and `probs` and the gradient `dy` of its output.
+fn backward<T: HostTensor>(qkv: T, probs: T, dy: T, heads: usize, past: usize) -> T {
+    with_float!(qkv.dtype(), E => {
+        let dims = qkv.dims();
+        let shape = shape(&dims, heads, past);
+        let (q, p, g) = (qkv.values::<E>(), probs.values::<E>(), dy.values::<E>());
+        let mut dqkv = Output::new(q.len(), "causal_attention backward: dqkv");
+        kernel::causal_attention_backward(&q, &p, &g, shape, dqkv.slots());
+        // SAFETY: causal_attention_backward writes every element of its output.
+        T::from_values(unsafe { dqkv.written() }, dims)
+    })
+}

@@ -1,0 +1,83 @@
+//! The Linear layer `y = x·W + b` (`W` `[in, out]` as Burn stores it) and its backward pass
+//! `dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σ_rows dy`, with the bias folded into the product (the
+//! output starts as the bias and the product is accumulated onto it). The products are
+//! [`crate::cpu::gemm`]'s.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use crate::cpu::Float;
+use crate::cpu::gemm::{Destination, View, matmul};
+
+/// `y` (`m × n`) `= x·w + bias` for `x` `m × k` and `w` `k × n`. Writes every element of `y`,
+/// which may start uninitialized.
+pub fn linear<E: Float>(
+    x: &[E],
+    w: &[E],
+    bias: Option<&[E]>,
+    (m, k, n): (usize, usize, usize),
+    y: &mut [MaybeUninit<E>],
+) {
+    assert_eq!(x.len(), m * k);
+    assert_eq!(w.len(), k * n);
+    assert_eq!(y.len(), m * n);
+    let output = match bias {
+        Some(bias) => {
+            y.par_chunks_mut(n * 256).for_each(|rows| {
+                for row in rows.chunks_exact_mut(n) {
+                    for (y, &b) in row.iter_mut().zip(bias) {
+                        y.write(b);
+                    }
+                }
+            });
+            Destination::Accumulate
+        }
+        None => Destination::Overwrite,
+    };
+    matmul((m, n, k), View::rows(x, k), View::rows(w, n), y, output);
+}
+
+/// Rows per block of the bias gradient's column sum: fixed, so that the sum is the same on any
+/// thread count.
+const BLOCK_ROWS: usize = 64;
+
+/// The gradients of [`linear`] that are asked for: `dx` (`m × k`), `dw` (`k × n`), `db` (`n`).
+/// Writes every element of each, which may start uninitialized.
+pub fn linear_backward<E: Float>(
+    x: &[E],
+    w: &[E],
+    dy: &[E],
+    (m, k, n): (usize, usize, usize),
+    dx: Option<&mut [MaybeUninit<E>]>,
+    dw: Option<&mut [MaybeUninit<E>]>,
+    db: Option<&mut [MaybeUninit<E>]>,
+) {
+    assert_eq!(dy.len(), m * n);
+    let dy_view = View::rows(dy, n);
+    if let Some(dx) = dx {
+        let wt = View::transposed(w, n);
+        matmul((m, k, n), dy_view, wt, dx, Destination::Overwrite);
+    }
+    if let Some(dw) = dw {
+        let xt = View::transposed(x, k);
+        matmul((k, n, m), xt, dy_view, dw, Destination::Overwrite);
+    }
+    if let Some(db) = db {
+        let partial: Vec<Vec<E>> = dy
+            .par_chunks(BLOCK_ROWS * n)
+            .map(|rows| {
+                let mut sum = vec![E::ZERO; n];
+                for row in rows.chunks_exact(n) {
+                    for (s, &g) in sum.iter_mut().zip(row) {
+                        *s += g;
+                    }
+                }
+                sum
+            })
+            .collect();
+        for (c, d) in db.iter_mut().enumerate() {
+            d.write(partial.iter().fold(E::ZERO, |sum, p| sum + p[c]));
+        }
+    }
+}

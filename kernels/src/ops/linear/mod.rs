@@ -1,0 +1,124 @@
+//! The Linear layer `x·W + b` with `W` `[in, out]`, as `burn::tensor::module::linear`: what the
+//! model calls (fused on the CPU, Burn's own elsewhere), the fused op's host adapter and its
+//! backward pass. The kernels are in [`kernel`].
+
+pub mod kernel;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
+use burn::tensor::Tensor;
+
+use crate::fused::autodiff::{record, register};
+use crate::fused::host::{CpuBackend, HostTensor, Output, rows_and_last, with_float};
+use crate::fused::{Optional, fused, with_optional};
+
+/// `x·weight + bias` for `x` `[.., in]` and `weight` `[in, out]`.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if !fused(&x) || D < 2 {
+        return burn::tensor::module::linear(x, weight, bias);
+    }
+    Tensor::from_dispatch(<Dispatch as LinearOps>::fused_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.map(Tensor::into_dispatch).into(),
+    ))
+}
+
+#[backend_extension(NdArray: cfg(feature = "ndarray"), Flex: cfg(feature = "flex"), Autodiff)]
+pub trait LinearOps: Backend {
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        #[extension_type] bias: Optional<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl<B: CpuBackend> LinearOps for B {
+    fn fused_linear(x: FloatTensor<B>, w: FloatTensor<B>, bias: Optional<B>) -> FloatTensor<B> {
+        with_float!(x.dtype(), E => {
+            let mut dims = x.dims();
+            let (m, k) = rows_and_last(&dims);
+            let n = w.dims()[1];
+            let (xs, ws) = (x.values::<E>(), w.values::<E>());
+            let b = bias.into_option();
+            let b = b.as_ref().map(|b| b.values::<E>());
+            let mut y = Output::new(m * n, "linear: y");
+            kernel::linear(&xs, &ws, b.as_deref(), (m, k, n), y.slots());
+            *dims.last_mut().expect("rank >= 1") = n;
+            // SAFETY: linear writes every element of its output.
+            HostTensor::from_values(unsafe { y.written() }, dims)
+        })
+    }
+}
+
+impl<B: CpuBackend, C: CheckpointStrategy> LinearOps for Autodiff<B, C> {
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: Optional<Self>,
+    ) -> FloatTensor<Self> {
+        match bias.into_option() {
+            Some(bias) => record::<B, C, _, 3>([x, w, bias], LinearBackward, forward::<B, 3>),
+            None => record::<B, C, _, 2>([x, w], LinearBackward, forward::<B, 2>),
+        }
+    }
+}
+
+/// The inner forward of `[x, w]` or `[x, w, bias]`, and what the backward keeps.
+fn forward<B: CpuBackend, const N: usize>(
+    inputs: [FloatTensor<B>; N],
+) -> (FloatTensor<B>, [FloatTensor<B>; 2]) {
+    let (x, w, bias) = with_optional(inputs);
+    (B::fused_linear(x.clone(), w.clone(), bias.into()), [x, w])
+}
+
+/// Parents `[x, weight]` or `[x, weight, bias]`.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: CpuBackend, const N: usize> Backward<B, N> for LinearBackward {
+    /// `[x, weight]`.
+    type State = [FloatTensor<B>; 2];
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let mut want = [false; 3];
+        for (w, parent) in want.iter_mut().zip(&ops.parents) {
+            *w = parent.is_some();
+        }
+        let gradients = backward(ops.state, dy, want);
+        register!(B, grads, ops.parents, gradients);
+    }
+}
+
+/// The gradients asked for in `want` (`[dx, dw, db]`), from the saved `[x, w]` and `dy`.
+fn backward<T: HostTensor>([x, w]: [T; 2], dy: T, want: [bool; 3]) -> [Option<T>; 3] {
+    with_float!(x.dtype(), E => {
+        let x_dims = x.dims();
+        let (w_dims, (m, k)) = (w.dims(), rows_and_last(&x_dims));
+        let n = w_dims[1];
+        let (xs, ws, dys) = (x.values::<E>(), w.values::<E>(), dy.values::<E>());
+        let names = ["linear backward: dx", "linear backward: dw", "linear backward: db"];
+        let [mut dx, mut dw, mut db] = [(0, m * k), (1, k * n), (2, n)]
+            .map(|(i, len)| want[i].then(|| Output::new(len, names[i])));
+        let slots = (
+            dx.as_mut().map(Output::slots),
+            dw.as_mut().map(Output::slots),
+            db.as_mut().map(Output::slots),
+        );
+        kernel::linear_backward(&xs, &ws, &dys, (m, k, n), slots.0, slots.1, slots.2);
+        // SAFETY: linear_backward writes every element of the gradients it is given.
+        let done = |v: Option<Output<E>>, dims: Vec<usize>| {
+            v.map(|v| T::from_values(unsafe { v.written() }, dims))
+        };
+        [done(dx, x_dims), done(dw, w_dims), done(db, vec![n])]
+    })
+}
