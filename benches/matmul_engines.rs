@@ -1,103 +1,59 @@
-//! `cargo bench --bench matmul_engines`: the candidate engines for the model's Linear products,
-//! on the small and medium presets' shapes (batch 32 x context 64 = 2048 rows), each with every
-//! core: the gemm crate on rayon's pool (what `ember_kernels` uses), and the BLAS engine this
-//! build linked (OpenBLAS when found) three ways: one call on one thread, one call with the
-//! library's own threads, and the rows split across rayon's threads with one BLAS thread each.
-//! BENCHMARKS.md has the figures that chose the first; rerun this on a new machine to check.
+//! `cargo bench --bench matmul_engines`: the candidate engines for the model's products, on the
+//! small and medium presets' shapes (batch 32 x context 64 = 2048 rows), each with every core,
+//! for the three products a Linear layer makes in a step: the forward `x·W`, the input gradient
+//! `dy·Wᵀ` and the weight gradient `xᵀ·dy`.
+//!
+//! Engines: the gemm crate on rayon's pool; the BLAS library this build linked (OpenBLAS when
+//! found) on one thread per part, the output's rows split across rayon's threads; and that
+//! library with its own threads. `ember_kernels::cpu::gemm` chooses
+//! among them (`chosen`); BENCHMARKS.md has the figures behind the choice. Rerun this on a new
+//! machine to check it.
 
-use std::ffi::c_int;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rayon::prelude::*;
-
-unsafe extern "C" {
-    // From the engine ember-blas linked (OpenBLAS, Accelerate or its own fallback).
-    fn cblas_sgemm(
-        layout: c_int,
-        ta: c_int,
-        tb: c_int,
-        m: c_int,
-        n: c_int,
-        k: c_int,
-        alpha: f32,
-        a: *const f32,
-        lda: c_int,
-        b: *const f32,
-        ldb: c_int,
-        beta: f32,
-        c: *mut f32,
-        ldc: c_int,
-    );
-}
-
-/// Row-major `c = a·b` for `a` `m × k`, `b` `k × n` through cblas.
-fn blas(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the slices hold the matrices the sizes describe (checked above).
-    unsafe {
-        cblas_sgemm(
-            101,
-            111,
-            111,
-            m as c_int,
-            n as c_int,
-            k as c_int,
-            1.0,
-            a.as_ptr(),
-            k as c_int,
-            b.as_ptr(),
-            n as c_int,
-            0.0,
-            c.as_mut_ptr(),
-            n as c_int,
-        )
-    }
-}
+use ember_kernels::cpu::gemm::{Destination, Engine, View, matmul_on};
 
 fn engines(c: &mut Criterion) {
     ember::backend::select("auto", 0).expect("a CPU backend");
-    let threads = rayon::current_num_threads();
     let mut group = c.benchmark_group("matmul");
     group.sample_size(20);
-    // (m, k, n): forward products of qkv, MLP up and MLP down, and the weight gradient of qkv.
-    let shapes = [
-        (2048, 128, 384),
-        (2048, 128, 512),
-        (2048, 512, 128),
-        (128, 2048, 384),
-        (2048, 256, 768),
-        (2048, 1024, 256),
-        (256, 2048, 1024),
+    // (what, m, k, n, a transposed, b transposed)
+    let products = [
+        ("small qkv x·W", 2048, 128, 384, false, false),
+        ("small fc x·W", 2048, 128, 512, false, false),
+        ("small proj x·W", 2048, 512, 128, false, false),
+        ("small qkv dy·Wᵀ", 2048, 384, 128, false, true),
+        ("small qkv xᵀ·dy", 128, 2048, 384, true, false),
+        ("medium qkv x·W", 2048, 256, 768, false, false),
+        ("medium proj x·W", 2048, 1024, 256, false, false),
+        ("medium fc dy·Wᵀ", 2048, 1024, 256, false, true),
+        ("medium fc xᵀ·dy", 256, 2048, 1024, true, false),
     ];
-    for (m, k, n) in shapes {
+    let mut engines = vec![Engine::GemmCrate];
+    engines.extend(Engine::blas_variants());
+    for (what, m, k, n, at, bt) in products {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-        let mut out = vec![0.0f32; m * n];
-        let mut uninit = vec![MaybeUninit::new(0.0f32); m * n];
+        let view = |v, rows, cols, t| match t {
+            // A transposed operand is stored as its transpose, row-major.
+            true => View::transposed(v, rows),
+            false => View::rows(v, cols),
+        };
+        let (a, b) = (view(&a, m, k, at), view(&b, k, n, bt));
+        let mut out = vec![MaybeUninit::new(0.0f32); m * n];
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        let shape = format!("{m}x{k}x{n}");
-        group.bench_function(format!("{shape}/gemm-crate-rayon"), |bench| {
-            bench.iter(|| ember_kernels::cpu::linear(&a, &b, None, (m, k, n), &mut uninit))
-        });
-        ember::backend::blas_threads(1);
-        group.bench_function(format!("{shape}/blas-1-thread"), |bench| {
-            bench.iter(|| blas(&a, &b, &mut out, (m, k, n)))
-        });
-        group.bench_function(format!("{shape}/blas-rows-split-over-rayon"), |bench| {
-            let rows = m.div_ceil(threads);
-            bench.iter(|| {
-                out.par_chunks_mut(rows * n).enumerate().for_each(|(i, c)| {
-                    blas(&a[i * rows * k..], &b, c, (c.len() / n, k, n));
+        let chosen = Engine::chosen();
+        let labelled = engines.iter().map(|&e| (e, e.name().to_string()));
+        for (engine, label) in labelled.chain([(chosen, format!("chosen: {}", chosen.name()))]) {
+            let name = format!("{what} {m}x{k}x{n}/{label}");
+            group.bench_function(name, |bench| {
+                bench.iter(|| {
+                    matmul_on(engine, (m, n, k), a, b, &mut out, Destination::Overwrite);
                 })
-            })
-        });
-        ember::backend::blas_threads(threads);
-        group.bench_function(format!("{shape}/blas-own-threads"), |bench| {
-            bench.iter(|| blas(&a, &b, &mut out, (m, k, n)))
-        });
-        ember::backend::blas_threads(1);
+            });
+        }
         black_box(&out);
     }
     group.finish();

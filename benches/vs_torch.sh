@@ -21,8 +21,9 @@ for preset in "${presets[@]}"; do
   read -r d l h <<< "$(shape "$preset")"
   n=$(steps "$preset")
   for ((r = 0; r < reps; r++)); do
-    for bin in "${bins[@]}"; do
-      "$bin" bench --preset "$preset" --warmup 5 --steps "$n" --json "$out/ember-$(basename "$bin").jsonl" > /dev/null
+    for i in "${!bins[@]}"; do
+      "${bins[$i]}" bench --preset "$preset" --warmup 5 --steps "$n" --json "$out/ember-$i.jsonl" > /dev/null
+      echo "${bins[$i]}" > "$out/ember-$i.name"
     done
     OMP_WAIT_POLICY=PASSIVE python3 "$ref" --data "$data" --d "$d" --layers "$l" --heads "$h" \
       --ctx 64 --batch 32 --steps $((n + 5)) --eval-iters 0 --threads 2 --tag "$preset" \
@@ -48,6 +49,7 @@ for p in presets:
         rss = statistics.median(r["peak_rss_bytes"] for r in e) / 2**20
         mfu = statistics.median(r["mfu"] for r in e)
         name = f"Ember {e[0]['backend']}" + (" + " + e[0]["matmul_engine"].split(" (")[0] if e[0]["matmul_engine"] else "")
+        name += f" ({open(f[:-len('.jsonl')] + '.name').read().strip()})"
         runs = ", ".join("%.0f" % r["tokens_per_sec"] for r in e)
         print(f"| {p} | {name} | {tok:.0f} | {runs} | {tok / t_tok:.2f} | {rss:.0f} | {100 * mfu:.1f}% |")
 PY

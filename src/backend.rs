@@ -146,10 +146,13 @@ pub fn select(spec: &str, threads: usize) -> Result<Selected, Error> {
         // it is the fastest CPU backend here (BENCHMARKS.md).
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
-        "ndarray" => (
-            Device::ndarray(),
-            Some(cpu_matmul(&ember_blas::engine().to_string())),
-        ),
+        "ndarray" => {
+            register_blas()?;
+            (
+                Device::ndarray(),
+                Some(cpu_matmul(&ember_blas::engine().to_string())),
+            )
+        }
         #[cfg(feature = "flex")]
         "flex" => (Device::flex(), Some(cpu_matmul("gemm crate"))),
         #[cfg(feature = "wgpu")]
@@ -294,6 +297,45 @@ fn vulkan_loader_present() -> bool {
 #[cfg(all(feature = "wgpu", not(unix)))]
 fn vulkan_loader_present() -> bool {
     false
+}
+
+/// OpenBLAS cores whose kernels beat the gemm crate on the model's products, measured with
+/// `cargo bench --bench matmul_engines` (BENCHMARKS.md): Zen on an AMD EPYC (Zen 3), by 5-60%.
+/// On an Intel Xeon (AVX-512) the gemm crate won even against OpenBLAS's SkylakeX kernels.
+const BLAS_FASTER_ON: [&str; 1] = ["Zen"];
+
+/// Lets the fused kernels' products run on the system BLAS the build linked, preferred where it
+/// was measured faster (`BLAS_FASTER_ON`) or where `EMBER_MATMUL=blas` asks for it
+/// (`EMBER_MATMUL=gemm` keeps the gemm crate).
+#[cfg(feature = "ndarray")]
+fn register_blas() -> Result<(), Error> {
+    let Some(products) = ember_blas::products() else {
+        return Ok(());
+    };
+    let preferred = match std::env::var("EMBER_MATMUL").as_deref() {
+        Ok("blas") => true,
+        Ok("gemm") => false,
+        Ok(other) => {
+            return Err(Error::Backend(format!(
+                "EMBER_MATMUL={other}: expected blas or gemm"
+            )));
+        }
+        Err(_) => BLAS_FASTER_ON.contains(&products.core.as_str()),
+    };
+    ember_kernels::cpu::gemm::use_blas(ember_kernels::cpu::gemm::Blas {
+        name: format!(
+            "{} ({} kernels)",
+            ember_blas::engine().short_name(),
+            products.core
+        ),
+        sgemm: products.sgemm,
+        dgemm: products.dgemm,
+        set_threads: |n| {
+            ember_blas::set_threads(n);
+        },
+        preferred,
+    });
+    Ok(())
 }
 
 /// The CPU backends' matmul engines: Ember's fused Linear layers, and the backend's own for the

@@ -21,6 +21,15 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The library's name alone (`OpenBLAS`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Engine::OpenBlas => "OpenBLAS",
+            Engine::Accelerate => "Accelerate",
+            Engine::Fallback => "matrixmultiply",
+        }
+    }
+
     /// What a user can do to get a faster engine, if there is one.
     pub fn advice(self) -> Option<&'static str> {
         match self {
@@ -60,6 +69,96 @@ pub fn set_threads(n: usize) -> Option<usize> {
     openblas::set_threads(n)
 }
 
+/// `cblas_sgemm` / `cblas_dgemm`.
+pub type Gemm<T> = unsafe extern "C" fn(
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    T,
+    *const T,
+    i32,
+    *const T,
+    i32,
+    T,
+    *mut T,
+    i32,
+);
+
+/// A system library's matrix products, for callers other than ndarray (Ember's fused kernels).
+pub struct Products {
+    pub sgemm: Gemm<f32>,
+    pub dgemm: Gemm<f64>,
+    /// The processor core the library's kernels were chosen for (OpenBLAS: `Zen`, `SkylakeX`,
+    /// `Prescott` for a processor newer than it knows), or its name.
+    pub core: String,
+}
+
+/// The system library's products; `None` for the fallback (the fused kernels' own engine is
+/// faster than it).
+pub fn products() -> Option<Products> {
+    system::products()
+}
+
+#[cfg(not(ember_blas = "fallback"))]
+mod system {
+    use std::ffi::c_int;
+
+    use super::{Gemm, Products};
+
+    unsafe extern "C" {
+        fn cblas_sgemm(
+            layout: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: f32,
+            a: *const f32,
+            lda: c_int,
+            b: *const f32,
+            ldb: c_int,
+            beta: f32,
+            c: *mut f32,
+            ldc: c_int,
+        );
+        fn cblas_dgemm(
+            layout: c_int,
+            trans_a: c_int,
+            trans_b: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            alpha: f64,
+            a: *const f64,
+            lda: c_int,
+            b: *const f64,
+            ldb: c_int,
+            beta: f64,
+            c: *mut f64,
+            ldc: c_int,
+        );
+    }
+
+    pub fn products() -> Option<Products> {
+        Some(Products {
+            sgemm: cblas_sgemm as Gemm<f32>,
+            dgemm: cblas_dgemm as Gemm<f64>,
+            core: super::openblas::core().unwrap_or_else(|| "Accelerate".into()),
+        })
+    }
+}
+
+#[cfg(ember_blas = "fallback")]
+mod system {
+    pub fn products() -> Option<super::Products> {
+        None
+    }
+}
+
 #[cfg(ember_blas = "openblas")]
 mod openblas {
     use std::ffi::{CStr, c_char, c_int};
@@ -68,6 +167,7 @@ mod openblas {
         fn openblas_set_num_threads(n: c_int);
         fn openblas_get_num_threads() -> c_int;
         fn openblas_get_config() -> *const c_char;
+        fn openblas_get_corename() -> *const c_char;
     }
 
     pub fn set_threads(n: usize) -> Option<usize> {
@@ -84,6 +184,13 @@ mod openblas {
             .to_string_lossy()
             .into_owned()
     }
+
+    /// The core whose kernels OpenBLAS chose (`Zen`, `Haswell`, `Prescott`...).
+    pub fn core() -> Option<String> {
+        // SAFETY: as above.
+        let name = unsafe { CStr::from_ptr(openblas_get_corename()) };
+        Some(name.to_string_lossy().into_owned())
+    }
 }
 
 #[cfg(not(ember_blas = "openblas"))]
@@ -94,5 +201,10 @@ mod openblas {
 
     pub fn config() -> String {
         String::new()
+    }
+
+    #[allow(dead_code)] // only the system library reads it
+    pub fn core() -> Option<String> {
+        None
     }
 }

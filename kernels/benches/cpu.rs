@@ -15,6 +15,18 @@ fn values(n: usize) -> Vec<f32> {
 }
 
 fn kernels(c: &mut Criterion) {
+    if std::env::var("BENCH_BLAS").is_ok() {
+        let p = ember_blas::products().expect("a system BLAS");
+        cpu::gemm::use_blas(cpu::gemm::Blas {
+            name: "bench".into(),
+            sgemm: p.sgemm,
+            dgemm: p.dgemm,
+            set_threads: |n| {
+                ember_blas::set_threads(n);
+            },
+            preferred: true,
+        });
+    }
     let mut group = c.benchmark_group("cpu");
     let (b, t, d, h, v) = (32, 64, 128, 4, 65);
     let rows = b * t;
@@ -55,20 +67,21 @@ fn kernels(c: &mut Criterion) {
         d_model: d,
     };
     let qkv = values(rows * 3 * d);
-    let (mut y, mut probs, mut dqkv) = (
+    let (mut y, mut lse, mut dqkv) = (
         vec![0.0; rows * d],
-        vec![0.0; b * h * t * t],
+        vec![0.0; b * h * t],
         vec![0.0; qkv.len()],
     );
     // Multiply-adds actually done: the causal half of two T x T x hd products per head.
     let flops = |products: usize| (products * b * h * t * (t + 1) / 2 * (d / h) * 2) as u64;
     group.throughput(Throughput::Elements(flops(2)));
     group.bench_function("attention_32x64x384", |bench| {
-        bench.iter(|| cpu::causal_attention(&qkv, shape, &mut y, &mut probs))
+        bench.iter(|| cpu::causal_attention(&qkv, shape, &mut y, &mut lse))
     });
-    group.throughput(Throughput::Elements(flops(4)));
+    let dy = values(rows * d);
+    group.throughput(Throughput::Elements(flops(5)));
     group.bench_function("attention_backward_32x64x384", |bench| {
-        bench.iter(|| cpu::causal_attention_backward(&qkv, &probs, &y, shape, &mut dqkv))
+        bench.iter(|| cpu::causal_attention_backward(&qkv, &y, &lse, &dy, shape, &mut dqkv))
     });
 
     let logits = values(rows * v);

@@ -7,8 +7,10 @@
 //!   checkpoint's copies (the model and optimizer records and their serialized bytes, 24);
 //! - the activations the backward pass needs, per block: the block input, both LayerNorm outputs
 //!   and their statistics, `qkv` (3d), the attention output, the MLP's hidden layer before and
-//!   after GELU (4d each), i.e. `16d + 4` floats per token, and the attention probabilities
-//!   (`n_head x T x T` per sequence); then the final LayerNorm and the logits;
+//!   after GELU (4d each), i.e. `16d + 4` floats per token, and each query's log-sum-exp of its
+//!   attention scores (`n_head` per token: the fused attention recomputes the probabilities in
+//!   its backward pass rather than keep `n_head x T x T` per sequence); then the final LayerNorm
+//!   and the logits;
 //!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
 //!   on top of the step's peak, not in its place;
 //! - the data (the text and its tokens, about 8 bytes per character) and the runtime (code,
@@ -38,7 +40,7 @@ impl Footprint {
         let params = m.gpt(vocab_size).num_params();
         let (b, t) = (config.train.batch_size as f64, m.context as f64);
         let (d, h, v) = (m.d_model as f64, m.n_head as f64, vocab_size as f64);
-        let per_block = b * t * (16.0 * d + 4.0) + b * h * t * t;
+        let per_block = b * t * (16.0 * d + 4.0 + h);
         let head = b * t * (2.0 * d + 2.0 + v + 1.0);
         Self {
             terms: vec![
@@ -120,8 +122,8 @@ mod tests {
             f.terms[1],
             ("421697 parameters".to_string(), 40.0 * 421_697.0)
         );
-        // Per block: 32 x 64 tokens x (16 x 128 + 4) floats and 32 x 4 x 64 x 64 probabilities.
-        let blocks = 2.0 * (2048.0 * 2052.0 + 32.0 * 4.0 * 4096.0);
+        // Per block: 32 x 64 tokens x (16 x 128 + 4 + 4 heads' log-sum-exps) floats.
+        let blocks = 2.0 * (2048.0 * 2056.0);
         assert_eq!(
             f.terms[0].1,
             4.0 * (blocks + 2048.0 * (256.0 + 2.0 + 65.0 + 1.0))

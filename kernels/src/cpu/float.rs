@@ -72,6 +72,8 @@ pub trait Float:
     fn erfc(self) -> Self;
     /// The matrix product for this type (picks its kernels for the processor at first use).
     fn gemm() -> GemmFn<Self>;
+    /// The BLAS library's matrix product for this type.
+    fn cblas(blas: &super::gemm::Blas) -> super::gemm::CblasGemm<Self>;
 }
 
 impl Float for f32 {
@@ -114,6 +116,9 @@ impl Float for f32 {
     fn gemm() -> GemmFn<Self> {
         gemm_f32::gemm::f32::get_gemm_fn()
     }
+    fn cblas(blas: &super::gemm::Blas) -> super::gemm::CblasGemm<Self> {
+        blas.sgemm
+    }
 }
 
 impl Float for f64 {
@@ -154,5 +159,8 @@ impl Float for f64 {
     }
     fn gemm() -> GemmFn<Self> {
         gemm_f64::gemm::f64::get_gemm_fn()
+    }
+    fn cblas(blas: &super::gemm::Blas) -> super::gemm::CblasGemm<Self> {
+        blas.dgemm
     }
 }

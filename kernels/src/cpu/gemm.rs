@@ -1,18 +1,31 @@
-//! Matrix products on the `gemm` crate (what burn-flex uses), with its AVX-512 and AVX2 kernels
-//! chosen at run time from the processor, on rayon's threads.
+//! Matrix products for the fused ops, on the engine that is fastest on this machine: the `gemm`
+//! crate (what burn-flex uses) on rayon's threads, or the BLAS library the binary linked
+//! (OpenBLAS) when it knows this processor.
 //!
-//! Measured on the model's shapes (BENCHMARKS.md), it beat OpenBLAS both with its own threads and
-//! split across rayon, and it does not depend on OpenBLAS recognising the processor: OpenBLAS
-//! 0.3.21 runs its generic SSE3 kernels on processors newer than it, at a fifth of the speed.
+//! The gemm crate chooses its AVX-512 or AVX2 kernels from the processor and needs no system
+//! library; on an Intel Xeon it beat OpenBLAS 0.3.21, which does not know that processor and runs
+//! generic SSE3 kernels there. On an AMD EPYC (Zen 3), where OpenBLAS runs its Zen kernels, OpenBLAS
+//! is 5-60% faster on the model's shapes (`cargo bench --bench matmul_engines`, BENCHMARKS.md).
+//! So the binary registers its BLAS library ([`use_blas`]) with whether to prefer it on this
+//! processor, and [`Engine::chosen`] takes it when so.
 
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use gemm_common::Parallelism;
+use rayon::prelude::*;
 
 use super::Float;
 
 /// What runs the products on this processor, for the start-up banner.
-pub fn engine() -> &'static str {
+pub fn engine() -> String {
+    match blas().filter(|b| b.preferred) {
+        Some(blas) => format!("{} on rayon", blas.name),
+        None => gemm_crate().to_string(),
+    }
+}
+
+fn gemm_crate() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -23,6 +36,91 @@ pub fn engine() -> &'static str {
         }
     }
     "gemm crate"
+}
+
+/// `cblas_sgemm` / `cblas_dgemm`.
+pub type CblasGemm<T> = unsafe extern "C" fn(
+    layout: i32,
+    trans_a: i32,
+    trans_b: i32,
+    m: i32,
+    n: i32,
+    k: i32,
+    alpha: T,
+    a: *const T,
+    lda: i32,
+    b: *const T,
+    ldb: i32,
+    beta: T,
+    c: *mut T,
+    ldc: i32,
+);
+
+/// A BLAS library the binary links, registered with [`use_blas`].
+#[derive(Debug, Clone)]
+pub struct Blas {
+    /// How the banner names it (`OpenBLAS 0.3.21 Zen`).
+    pub name: String,
+    pub sgemm: CblasGemm<f32>,
+    pub dgemm: CblasGemm<f64>,
+    /// Sets the library's own thread count (`openblas_set_num_threads`).
+    pub set_threads: fn(usize),
+    /// Whether the products run on it rather than on the gemm crate: the binary decides, from
+    /// what was measured on this kind of processor.
+    pub preferred: bool,
+}
+
+static BLAS: OnceLock<Blas> = OnceLock::new();
+
+/// Registers the BLAS library the products may run on (once; later calls are ignored). The
+/// library runs one thread per call: parallel products split across rayon's threads.
+pub fn use_blas(blas: Blas) {
+    (blas.set_threads)(1);
+    let _ = BLAS.set(blas);
+}
+
+fn blas() -> Option<&'static Blas> {
+    BLAS.get()
+}
+
+/// An engine for one product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The gemm crate on rayon's pool.
+    GemmCrate,
+    /// The registered BLAS library, the output's rows split across rayon's threads, one BLAS
+    /// thread each: the choice when BLAS is preferred (faster than the next, measured on the
+    /// small and medium presets' steps, and no second thread pool beside rayon's).
+    BlasRows,
+    /// The registered BLAS library with as many of its own threads as rayon has (for the
+    /// benchmark's comparison).
+    BlasThreads,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::GemmCrate => "gemm-crate",
+            Engine::BlasRows => "blas-rows-on-rayon",
+            Engine::BlasThreads => "blas-own-threads",
+        }
+    }
+
+    /// The BLAS engines, when a library is registered.
+    pub fn blas_variants() -> Vec<Engine> {
+        match blas() {
+            Some(_) => vec![Engine::BlasRows, Engine::BlasThreads],
+            None => Vec::new(),
+        }
+    }
+
+    /// The engine for the model's products on this machine.
+    pub fn chosen() -> Engine {
+        match blas() {
+            Some(blas) if blas.preferred => Engine::BlasRows,
+            _ => Engine::GemmCrate,
+        }
+    }
 }
 
 /// Products below this many multiply-adds run on the calling thread: handing them out costs
@@ -93,8 +191,22 @@ pub enum Destination {
 /// `gemm_basic_generic`), writes zeros for `k = 0`, and its microkernels do not load the
 /// destination when `alpha` is zero. That is its code, not its documented contract (which says
 /// only `dst := alpha·dst + beta·lhs·rhs`), so `tests::overwrite_writes_every_element_and_reads_none`
-/// pins it for the shapes the model uses.
+/// pins it for the shapes the model uses. On BLAS, `beta = 0` is cblas's documented "C need not
+/// be set on input".
 pub fn matmul<E: Float>(
+    shape: (usize, usize, usize),
+    a: View<'_, E>,
+    b: View<'_, E>,
+    c: &mut [MaybeUninit<E>],
+    into: Destination,
+) {
+    matmul_on(Engine::chosen(), shape, a, b, c, into);
+}
+
+/// [`matmul`] on the given engine (the benchmarks compare them). A BLAS engine without a
+/// registered library runs on the gemm crate.
+pub fn matmul_on<E: Float>(
+    engine: Engine,
     (m, n, k): (usize, usize, usize),
     a: View<'_, E>,
     b: View<'_, E>,
@@ -107,6 +219,97 @@ pub fn matmul<E: Float>(
     if m == 0 || n == 0 {
         return;
     }
+    let parts = if m * n * k >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let Some(library) = blas() else {
+        return gemm_crate_product((m, n, k), a, b, c, into);
+    };
+    match engine {
+        Engine::GemmCrate => gemm_crate_product((m, n, k), a, b, c, into),
+        Engine::BlasRows => {
+            let rows = m.div_ceil(parts);
+            c.par_chunks_mut(rows * n).enumerate().for_each(|(i, c)| {
+                let part = Block {
+                    row0: i * rows,
+                    rows: c.len() / n,
+                };
+                blas_product(library, (n, k), a, b, c.as_mut_ptr(), part, into);
+            });
+        }
+        Engine::BlasThreads => {
+            (library.set_threads)(parts);
+            let all = Block { row0: 0, rows: m };
+            blas_product(library, (n, k), a, b, c.as_mut_ptr(), all, into);
+            (library.set_threads)(1);
+        }
+    }
+}
+
+/// The rows of an `m × n` product one call computes: `rows` rows from `row0`.
+#[derive(Clone, Copy)]
+struct Block {
+    row0: usize,
+    rows: usize,
+}
+
+/// One cblas call for the `part` of the `m × n` product whose first element is `c` (row-major,
+/// rows `n` apart).
+fn blas_product<E: Float>(
+    library: &Blas,
+    (n, k): (usize, usize),
+    a: View<'_, E>,
+    b: View<'_, E>,
+    c: *mut MaybeUninit<E>,
+    part: Block,
+    into: Destination,
+) {
+    const ROW_MAJOR: i32 = 101;
+    // The first row of `a` the part reads.
+    let a_start = if a.transposed {
+        part.row0
+    } else {
+        part.row0 * a.ld
+    };
+    let trans = |v: &View<'_, E>| if v.transposed { 112 } else { 111 };
+    let beta = match into {
+        Destination::Overwrite => E::ZERO,
+        Destination::Accumulate => E::ONE,
+    };
+    // SAFETY: `check` bounded both operands inside their slices, and the part's rows of `c`
+    // lie inside the output and are written by this call alone. With beta = 0 cblas does not read `c`
+    // ("C need not be set on input"), so it may be uninitialized; with beta = 1 the caller
+    // initialized it.
+    unsafe {
+        E::cblas(library)(
+            ROW_MAJOR,
+            trans(&a),
+            trans(&b),
+            part.rows as i32,
+            n as i32,
+            k as i32,
+            E::ONE,
+            a.values.as_ptr().add(a_start),
+            a.ld as i32,
+            b.values.as_ptr(),
+            b.ld as i32,
+            beta,
+            c.cast::<E>(),
+            n as i32,
+        )
+    }
+}
+
+/// The product on the gemm crate, on rayon's pool when it is large enough.
+fn gemm_crate_product<E: Float>(
+    (m, n, k): (usize, usize, usize),
+    a: View<'_, E>,
+    b: View<'_, E>,
+    c: &mut [MaybeUninit<E>],
+    into: Destination,
+) {
     let parallelism = if m * n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 {
         Parallelism::Rayon(0)
     } else {
@@ -163,10 +366,29 @@ mod tests {
         c
     }
 
-    /// The gemm behaviour `matmul`'s SAFETY comment relies on: with `Overwrite`, a destination
-    /// full of NaN comes out holding exactly the product (NaN would survive or spread if gemm
-    /// read it), for the small-product path (m·n <= 16·16), the blocked one, the parallel one
-    /// (m·n·k >= 2^18 on rayon's pool), odd sizes, and k = 0 (zeros).
+    /// Every engine this build has: the gemm crate, and the linked BLAS library's (registered
+    /// here whatever the processor, so that its path is tested everywhere).
+    fn engines() -> Vec<Engine> {
+        if let Some(p) = ember_blas::products() {
+            use_blas(Blas {
+                name: "test".into(),
+                sgemm: p.sgemm,
+                dgemm: p.dgemm,
+                set_threads: |n| {
+                    ember_blas::set_threads(n);
+                },
+                preferred: true,
+            });
+        }
+        let mut all = vec![Engine::GemmCrate];
+        all.extend(Engine::blas_variants());
+        all
+    }
+
+    /// What `matmul`'s SAFETY comments rely on, for every engine: with `Overwrite`, a destination
+    /// full of NaN comes out holding exactly the product (NaN would survive or spread if the
+    /// engine read it), for the gemm crate's small-product path (m·n <= 16·16), its blocked one,
+    /// the parallel products (m·n·k >= 2^18, split across rayon), odd sizes, and k = 0 (zeros).
     #[test]
     fn overwrite_writes_every_element_and_reads_none() {
         let shapes = [
@@ -179,37 +401,39 @@ mod tests {
             (300, 257, 129),
             (2048, 128, 64),
         ];
-        for shape @ (m, n, k) in shapes {
-            let (a, b) = (values(m * k, 1.0), values(k * n, 2.0));
-            let want = reference(shape, &a, &b);
-            for (got, tolerance, what) in [
-                (overwrite::<f32>(shape, &a, &b), 1e-4, "f32"),
-                (overwrite::<f64>(shape, &a, &b), 1e-10, "f64"),
-            ] {
-                let tolerance = tolerance * (k as f64).max(1.0);
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - w).abs() <= tolerance,
-                        "{shape:?} {what}: element {i} is {g}, the product is {w}"
-                    );
+        for engine in engines() {
+            for shape @ (m, n, k) in shapes {
+                let (a, b) = (values(m * k, 1.0), values(k * n, 2.0));
+                let want = reference(shape, &a, &b);
+                for (got, tolerance, what) in [
+                    (overwrite::<f32>(engine, shape, &a, &b), 1e-4, "f32"),
+                    (overwrite::<f64>(engine, shape, &a, &b), 1e-10, "f64"),
+                ] {
+                    let tolerance = tolerance * (k as f64).max(1.0);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= tolerance,
+                            "{engine:?} {shape:?} {what}: element {i} is {g}, the product is {w}"
+                        );
+                    }
                 }
             }
         }
     }
 
-    /// `a·b` by [`matmul`] in `E` with [`Destination::Overwrite`] into a destination full of NaN.
-    fn overwrite<E: Float>(shape: (usize, usize, usize), a: &[f64], b: &[f64]) -> Vec<f64> {
+    /// `a·b` by [`matmul_on`] in `E` with [`Destination::Overwrite`] into a destination full of NaN.
+    fn overwrite<E: Float>(
+        engine: Engine,
+        shape: (usize, usize, usize),
+        a: &[f64],
+        b: &[f64],
+    ) -> Vec<f64> {
         let (m, n, k) = shape;
         let to_e = |v: &[f64]| -> Vec<E> { v.iter().map(|&x| E::from_f64(x)).collect() };
         let (a, b) = (to_e(a), to_e(b));
         let mut c = vec![MaybeUninit::new(E::from_f64(f64::NAN)); m * n];
-        matmul(
-            shape,
-            View::rows(&a, k),
-            View::rows(&b, n),
-            &mut c,
-            Destination::Overwrite,
-        );
+        let (a, b) = (View::rows(&a, k), View::rows(&b, n));
+        matmul_on(engine, shape, a, b, &mut c, Destination::Overwrite);
         // SAFETY: initialized above (with NaN).
         c.iter()
             .map(|v| unsafe { v.assume_init() }.to_f64())
@@ -218,19 +442,31 @@ mod tests {
 
     #[test]
     fn accumulate_adds_to_the_destination_and_transposed_views_read_in_place() {
-        let (m, n, k) = (37, 45, 19);
-        let (a, b) = (values(m * k, 3.0), values(k * n, 4.0));
-        // aᵀ stored as k × m, bᵀ as n × k.
-        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-        let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        let mut c: Vec<MaybeUninit<f64>> = (0..m * n).map(|i| MaybeUninit::new(i as f64)).collect();
-        let views = (View::transposed(&at, m), View::transposed(&bt, k));
-        matmul((m, n, k), views.0, views.1, &mut c, Destination::Accumulate);
-        let want = reference((m, n, k), &a, &b);
-        for (i, (c, w)) in c.iter().zip(&want).enumerate() {
-            // SAFETY: initialized above.
-            let c = unsafe { c.assume_init() };
-            assert!((c - (w + i as f64)).abs() < 1e-10, "element {i}");
+        // Large enough to be split across threads, with odd sizes.
+        for (m, n, k) in [(37, 45, 19), (301, 129, 67)] {
+            let (a, b) = (values(m * k, 3.0), values(k * n, 4.0));
+            // aᵀ stored as k × m, bᵀ as n × k.
+            let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want = reference((m, n, k), &a, &b);
+            for engine in engines() {
+                let mut c: Vec<MaybeUninit<f64>> =
+                    (0..m * n).map(|i| MaybeUninit::new(i as f64)).collect();
+                let views = (View::transposed(&at, m), View::transposed(&bt, k));
+                matmul_on(
+                    engine,
+                    (m, n, k),
+                    views.0,
+                    views.1,
+                    &mut c,
+                    Destination::Accumulate,
+                );
+                for (i, (c, w)) in c.iter().zip(&want).enumerate() {
+                    // SAFETY: initialized above.
+                    let c = unsafe { c.assume_init() };
+                    assert!((c - (w + i as f64)).abs() < 1e-9, "{engine:?} element {i}");
+                }
+            }
         }
     }
 }

@@ -118,58 +118,86 @@ pub fn max<E: Float>(x: &[E]) -> E {
     acc.into_iter().fold(E::NEG_INFINITY, E::max)
 }
 
-/// `out[c] = Σ_r w[r] · m[r·stride + c]` for every column `c < out.len()`: the row vector `w`
-/// times the matrix of `w.len()` rows that starts at `m[0]`, rows `stride` apart.
+/// A matrix read in place for [`small_matmul`]: element `(i, p)` is `values[i·row + p·col]`
+/// (`col = 1` for a row-major matrix, `row = 1` for a transposed one).
+#[derive(Clone, Copy)]
+pub struct Strided<'a, E> {
+    pub values: &'a [E],
+    pub row: usize,
+    pub col: usize,
+}
+
+/// `c = a·b` or `c += a·b` (`accumulate`) for `a` `m × k` read through its strides, `b` `k × n`
+/// row-major with rows `ldb` apart, and `c` `m × n` row-major with rows `ldc` apart: the small
+/// products of attention's blocks (at most 64 on a side), where a library's per-call work costs
+/// more than the product.
 ///
-/// The accumulators of a block of columns stay in registers over all rows and are stored once:
-/// summing into `out` row by row would put a store and a load on every addition's critical
-/// path. Blocks of 64 columns run four independent accumulator chains.
+/// Four rows of `c` and 16 of its columns at a time, their 64 accumulators in registers over all
+/// of `k`: each row of `b` is loaded once for four rows of `a`, and each element of `a` is one
+/// broadcast, so a step is eight fused multiply-adds (AVX2) for two loads of `b`.
 #[inline(always)]
-pub fn vec_mat<E: Float, O: Sink<E>>(out: &mut [O], w: &[E], m: &[E], stride: usize) {
-    let n = out.len();
-    let mut c = 0;
-    while c + 4 * LANES <= n {
-        columns::<E, O, 4>(out, c, w, m, stride);
-        c += 4 * LANES;
+#[allow(clippy::too_many_arguments)] // a product's three matrices and their layouts
+pub fn small_matmul<E: Float>(
+    (m, n, k): (usize, usize, usize),
+    a: Strided<'_, E>,
+    b: &[E],
+    ldb: usize,
+    c: &mut [E],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut i = 0;
+    while i + 4 <= m {
+        rows_block::<E, 4>(i, (n, k), a, b, ldb, c, ldc, accumulate);
+        i += 4;
     }
-    while c + 2 * LANES <= n {
-        columns::<E, O, 2>(out, c, w, m, stride);
-        c += 2 * LANES;
-    }
-    while c + LANES <= n {
-        columns::<E, O, 1>(out, c, w, m, stride);
-        c += LANES;
-    }
-    for (c, o) in out.iter_mut().enumerate().skip(c) {
-        o.put(
-            w.iter()
-                .enumerate()
-                .fold(E::ZERO, |acc, (r, &wr)| wr.mul_add(m[r * stride + c], acc)),
-        );
+    while i < m {
+        rows_block::<E, 1>(i, (n, k), a, b, ldb, c, ldc, accumulate);
+        i += 1;
     }
 }
 
-/// [`vec_mat`] for the `B` blocks of 16 columns from column `c0`.
+/// [`small_matmul`] for the `R` rows of `c` from row `i`.
 #[inline(always)]
-fn columns<E: Float, O: Sink<E>, const B: usize>(
-    out: &mut [O],
-    c0: usize,
-    w: &[E],
-    m: &[E],
-    stride: usize,
+#[allow(clippy::too_many_arguments)]
+fn rows_block<E: Float, const R: usize>(
+    i: usize,
+    (n, k): (usize, usize),
+    a: Strided<'_, E>,
+    b: &[E],
+    ldb: usize,
+    c: &mut [E],
+    ldc: usize,
+    accumulate: bool,
 ) {
-    let mut acc = [[E::ZERO; LANES]; B];
-    for (r, &wr) in w.iter().enumerate() {
-        let start = r * stride + c0;
-        let (row, _) = m[start..start + B * LANES].as_chunks::<LANES>();
-        for b in 0..B {
-            for l in 0..LANES {
-                acc[b][l] = wr.mul_add(row[b][l], acc[b][l]);
+    let a_at = |r: usize, p: usize| a.values[(i + r) * a.row + p * a.col];
+    let mut col = 0;
+    while col + LANES <= n {
+        let mut acc = [[E::ZERO; LANES]; R];
+        for p in 0..k {
+            let b_row: &[E; LANES] = b[p * ldb + col..][..LANES].try_into().expect("LANES");
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ar = a_at(r, p);
+                for l in 0..LANES {
+                    acc[l] = ar.mul_add(b_row[l], acc[l]);
+                }
             }
         }
+        for (r, acc) in acc.iter().enumerate() {
+            let out = &mut c[(i + r) * ldc + col..][..LANES];
+            for (o, &v) in out.iter_mut().zip(acc) {
+                *o = if accumulate { *o + v } else { v };
+            }
+        }
+        col += LANES;
     }
-    for (b, acc) in acc.iter().enumerate() {
-        put_all(&mut out[c0 + b * LANES..c0 + (b + 1) * LANES], acc);
+    // The columns after the last whole 16.
+    for r in 0..R {
+        for j in col..n {
+            let v = (0..k).fold(E::ZERO, |sum, p| a_at(r, p).mul_add(b[p * ldb + j], sum));
+            let o = &mut c[(i + r) * ldc + j];
+            *o = if accumulate { *o + v } else { v };
+        }
     }
 }
 
@@ -229,20 +257,51 @@ mod tests {
     }
 
     #[test]
-    fn vec_mat_equals_the_plain_product() {
-        // Column counts that exercise every block size and the scalar tail.
-        for (rows, cols) in [(3, 5), (7, 16), (4, 33), (5, 64), (2, 100), (9, 130)] {
-            let stride = cols + 3;
-            let m: Vec<f64> = (0..rows * stride).map(|i| (i as f64 * 0.3).sin()).collect();
-            let w: Vec<f64> = (0..rows).map(|i| (i as f64 * 0.7).cos()).collect();
-            let mut out = vec![f64::NAN; cols];
-            vec_mat(&mut out, &w, &m, stride);
-            for (c, o) in out.iter().enumerate() {
-                let want: f64 = (0..rows).map(|r| w[r] * m[r * stride + c]).sum();
-                assert!(
-                    (o - want).abs() < 1e-12,
-                    "{rows}x{cols} column {c}: {o} vs {want}"
-                );
+    fn small_matmul_equals_the_plain_product() {
+        // Sizes that exercise the four-row blocks, the single rows after them, whole 16-column
+        // blocks and the columns after them; `a` row-major and transposed; overwrite and add.
+        for (m, n, k) in [
+            (1, 1, 1),
+            (3, 5, 7),
+            (4, 16, 9),
+            (9, 33, 5),
+            (64, 64, 32),
+            (66, 40, 70),
+        ] {
+            let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.3).sin()).collect();
+            let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let ldb = n + 3;
+            let b: Vec<f64> = (0..k * ldb).map(|i| (i as f64 * 0.7).cos()).collect();
+            let want =
+                |i: usize, j: usize| (0..k).map(|p| a[i * k + p] * b[p * ldb + j]).sum::<f64>();
+            let views = [
+                Strided {
+                    values: &a,
+                    row: k,
+                    col: 1,
+                },
+                Strided {
+                    values: &at,
+                    row: 1,
+                    col: m,
+                },
+            ];
+            for view in views {
+                for accumulate in [false, true] {
+                    let ldc = n + 1;
+                    let mut c = vec![1.0; m * ldc];
+                    small_matmul((m, n, k), view, &b, ldb, &mut c, ldc, accumulate);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let w = want(i, j) + if accumulate { 1.0 } else { 0.0 };
+                            let got = c[i * ldc + j];
+                            assert!(
+                                (got - w).abs() < 1e-12,
+                                "{m}x{n}x{k} ({i}, {j}): {got} vs {w}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

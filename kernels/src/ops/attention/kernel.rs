@@ -1,35 +1,36 @@
 //! Causal multi-head self-attention straight from the fused projection `qkv` `[B, T, 3d]`
 //! (each position's `q | k | v`, head `h` at columns `h·hd..(h+1)·hd` of each) to the merged
-//! heads `y` `[B, T', d]`: no head split or merge copies, no mask tensor, and the masked half of
-//! the scores is never computed. The queries are the last `T' = T - past` positions (all of them
-//! in training; the new ones when generation keeps the earlier positions' `qkv` as its cache).
+//! heads `y` `[B, T', d]`: no head split or merge copies, no mask tensor, and no key block
+//! entirely in the future is touched. The queries are the last `T' = T - past` positions (all of
+//! them in training; the new ones when generation keeps the earlier positions' `qkv` as its
+//! cache).
 //!
 //! For one sequence and head, with `s = 1/√hd` and query position `i >= past`:
 //! ```text
 //! S_ij = s · q_i·k_j  (j <= i)      P_i = softmax(S_i)      y_i = Σ_j P_ij v_j
 //! ```
-//! `P` `[B, H, T', T]` is kept for the backward pass (zero above the diagonal): at this model's
-//! context a head's `P` is a few KiB, cheaper to keep than to recompute flash-attention style.
-//! Backward, from `dy`:
+//! The forward goes through the keys in blocks of 64 with a running maximum and sum (an online
+//! softmax, as FlashAttention does) and keeps only each query's log-sum-exp
+//! `lse_i = log Σ_j e^{S_ij}`, not `P`: at context 1024 a sequence's `P` is 4 MiB per head. The
+//! backward recomputes `P_ij = e^{S_ij - lse_i}` block by block:
 //! ```text
-//! dP_ij = dy_i·v_j    D_i = Σ_j P_ij dP_ij    dS_ij = P_ij (dP_ij - D_i)
+//! D_i = dy_i·y_i    dP_ij = dy_i·v_j    dS_ij = P_ij (dP_ij - D_i)
 //! dq_i = s Σ_j dS_ij k_j    dk_j = s Σ_i dS_ij q_i    dv_j = Σ_i P_ij dy_i
 //! ```
-//! Work is split by sequence (one task per batch row, heads in turn), so every task writes its
-//! own rows of the outputs. The inner loops run over `j` or over the head dimension, both
-//! contiguous, so they vectorize.
+//! Each block's products (`S`, `P·V`, `dY·Vᵀ`, `dS·K`, `dSᵀ·Q`, `Pᵀ·dY`) are small matrix
+//! products ([`small_matmul`], register-blocked: at these sizes a library's per-call work costs
+//! more than the product) on the task's own thread; the tasks are the sequences of the batch,
+//! heads in turn, so every task writes its own rows of the outputs and every sum is taken in one
+//! fixed order.
 
 use rayon::prelude::*;
 
 use crate::cpu::Float;
 use crate::cpu::simd::vectorized;
-use crate::cpu::vector::{Sink, dot, max, put_all, sum, vec_mat};
+use crate::cpu::vector::{Sink, Strided, dot, max, put_all, small_matmul, sum};
 
-/// `n` rounded up to a whole number of 16-float vectors, at most `limit`.
-#[inline(always)]
-fn padded(n: usize, limit: usize) -> usize {
-    n.next_multiple_of(16).min(limit)
-}
+/// Queries and keys per block: a block's scores, `64 × 64`, and its operands stay in cache.
+const BLOCK: usize = 64;
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,60 +55,182 @@ impl AttentionShape {
         self.time - self.past
     }
 
-    fn scale<E: Float>(&self) -> E {
-        E::from_f64(1.0 / (self.head_dim() as f64).sqrt())
-    }
-
-    /// Checks the lengths of `qkv`, `y` (or `dy`) and `probs` against the shape; returns the
-    /// sizes the loops use, `(T, T', past, H, d)`.
-    fn check<E>(&self, qkv: &[E], y: usize, probs: usize) -> (usize, usize, usize, usize, usize) {
+    /// Checks the lengths of `qkv`, `y` (or `dy`) and `lse` against the shape.
+    fn check<E>(&self, qkv: &[E], y: usize, lse: usize) {
         let (b, t, tq, d) = (self.batch, self.time, self.queries(), self.d_model);
         assert!(self.past <= t && d.is_multiple_of(self.heads));
         assert_eq!(qkv.len(), b * t * 3 * d);
         assert_eq!(y, b * tq * d);
-        assert_eq!(probs, b * self.heads * tq * t);
-        (t, tq, self.past, self.heads, d)
+        assert_eq!(lse, b * self.heads * tq);
     }
 }
 
-/// `y` `[B, T', d]` and `probs` `[B, H, T', T]` from `qkv` `[B, T, 3d]`; writes every element
-/// of both.
+/// One sequence and head: its queries, keys and values in the sequence's `qkv` `[T, 3d]`, and
+/// its keys transposed (`[hd, T]`, each position's a column), made once per head so that the
+/// score products read rows (the backward transposes the values too).
+struct Head<'a, E> {
+    qkv: &'a [E],
+    shape: AttentionShape,
+    head: usize,
+    keys_t: &'a [E],
+}
+
+/// The columns of a head in a `qkv` row: queries, keys and values.
+#[derive(Clone, Copy)]
+enum Part {
+    Queries = 0,
+    Keys = 1,
+    Values = 2,
+}
+
+impl<'a, E: Float> Head<'a, E> {
+    /// Transposes `part` of head `head` of the sequence's `qkv` into `out` (`[hd, T]`).
+    #[inline(always)]
+    fn transpose(qkv: &[E], shape: AttentionShape, head: usize, part: Part, out: &mut [E]) {
+        let (t, d, hd) = (shape.time, shape.d_model, shape.head_dim());
+        let first = part as usize * d + head * hd;
+        // Column by column: the reads are strided (and stay in cache, a head's rows being a few
+        // KiB), the writes contiguous (a processor stores one value a cycle, loads two).
+        for (c, column) in out[..hd * t].chunks_exact_mut(t).enumerate() {
+            for (o, row) in column.iter_mut().zip(qkv.chunks_exact(3 * d)) {
+                *o = row[first + c];
+            }
+        }
+    }
+
+    /// `part`'s rows from position `j0`, `3d` apart.
+    #[inline(always)]
+    fn rows(&self, part: Part, j0: usize) -> &'a [E] {
+        let d = self.shape.d_model;
+        &self.qkv[j0 * 3 * d + part as usize * d + self.head * self.shape.head_dim()..]
+    }
+
+    /// The scaled queries `s·q` of the `n` queries from `r0`, row by row into `out` (`n × hd`):
+    /// the forward and the backward compute the same scores from them.
+    #[inline(always)]
+    fn scaled_queries(&self, r0: usize, n: usize, out: &mut [E]) {
+        let (d, hd) = (self.shape.d_model, self.shape.head_dim());
+        let scale = E::from_f64(1.0 / (hd as f64).sqrt());
+        let q = self.rows(Part::Queries, self.shape.past + r0);
+        for (r, row) in out[..n * hd].chunks_exact_mut(hd).enumerate() {
+            for (o, &x) in row.iter_mut().zip(&q[r * 3 * d..]) {
+                *o = x * scale;
+            }
+        }
+    }
+
+    /// The scores `S = (s·Q)·Kᵀ` of `n` queries (whose scaled rows are `qs`) against the `nk`
+    /// keys from `j0`, into `scores` (`n × nk`).
+    #[inline(always)]
+    fn scores(&self, qs: &[E], (n, j0, nk): (usize, usize, usize), scores: &mut [E]) {
+        let (t, hd) = (self.shape.time, self.shape.head_dim());
+        let q = Strided {
+            values: qs,
+            row: hd,
+            col: 1,
+        };
+        small_matmul((n, nk, hd), q, &self.keys_t[j0..], t, scores, nk, false);
+    }
+
+    /// How many of the `nk` keys from `j0` query `r` sees (causality).
+    #[inline(always)]
+    fn visible(&self, r: usize, j0: usize, nk: usize) -> usize {
+        (self.shape.past + r + 1).saturating_sub(j0).min(nk)
+    }
+}
+
+/// The key blocks query block `(r0, n)` sees: `(j0, nk)`, up to its last query's position.
+#[inline(always)]
+fn key_blocks(past: usize, r0: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let keys = past + r0 + n;
+    (0..keys)
+        .step_by(BLOCK)
+        .map(move |j0| (j0, BLOCK.min(keys - j0)))
+}
+
+/// `y` `[B, T', d]` and each query's log-sum-exp `lse` `[B, H, T']` from `qkv` `[B, T, 3d]`;
+/// writes every element of both.
 pub fn causal_attention<E: Float, O: Sink<E>>(
     qkv: &[E],
     shape: AttentionShape,
     y: &mut [O],
-    probs: &mut [O],
+    lse: &mut [O],
 ) {
-    let (t, tq, past, h, d) = shape.check(qkv, y.len(), probs.len());
-    let (hd, scale) = (shape.head_dim(), shape.scale::<E>());
+    shape.check(qkv, y.len(), lse.len());
+    let (t, tq, h, d, hd) = (
+        shape.time,
+        shape.queries(),
+        shape.heads,
+        shape.d_model,
+        shape.head_dim(),
+    );
     y.par_chunks_mut(tq * d)
-        .zip(probs.par_chunks_mut(h * tq * t))
+        .zip(lse.par_chunks_mut(h * tq))
         .zip(qkv.par_chunks(t * 3 * d))
-        .for_each(|((y, probs), qkv)| {
+        .for_each(|((y, lse), qkv)| {
             vectorized(
                 #[inline(always)]
                 || {
-                    // Keys of one head transposed, `[hd, T]`: a row of scores is then the
-                    // query times this matrix.
+                    let mut qs = vec![E::ZERO; BLOCK * hd];
+                    let mut scores = vec![E::ZERO; BLOCK * BLOCK];
+                    let mut acc = vec![E::ZERO; BLOCK * hd];
+                    let (mut m, mut l) = (vec![E::ZERO; BLOCK], vec![E::ZERO; BLOCK]);
                     let mut keys_t = vec![E::ZERO; hd * t];
-                    let mut q = vec![E::ZERO; hd];
-                    let mut p = vec![E::ZERO; t];
                     for head in 0..h {
-                        let (q0, k0, v0) = (head * hd, d + head * hd, 2 * d + head * hd);
-                        transpose_into(&mut keys_t, &qkv[k0..], 3 * d, t, hd);
-                        let probs = &mut probs[head * tq * t..(head + 1) * tq * t];
-                        for (r, i) in (past..t).enumerate() {
-                            for (q, &x) in q.iter_mut().zip(&qkv[i * 3 * d + q0..]) {
-                                *q = x * scale;
+                        Head::transpose(qkv, shape, head, Part::Keys, &mut keys_t);
+                        let at = Head {
+                            qkv,
+                            shape,
+                            head,
+                            keys_t: &keys_t,
+                        };
+                        for r0 in (0..tq).step_by(BLOCK) {
+                            let n = BLOCK.min(tq - r0);
+                            at.scaled_queries(r0, n, &mut qs);
+                            acc[..n * hd].fill(E::ZERO);
+                            m[..n].fill(E::NEG_INFINITY);
+                            l[..n].fill(E::ZERO);
+                            for (j0, nk) in key_blocks(shape.past, r0, n) {
+                                at.scores(&qs, (n, j0, nk), &mut scores);
+                                for r in 0..n {
+                                    let row = &mut scores[r * nk..(r + 1) * nk];
+                                    let seen = at.visible(r0 + r, j0, nk);
+                                    row[seen..].fill(E::ZERO);
+                                    if seen == 0 {
+                                        continue;
+                                    }
+                                    // The running softmax: rescale what the earlier blocks
+                                    // added by e^{old max - new max}.
+                                    let new_max = m[r].max(max(&row[..seen]));
+                                    let rescale = (m[r] - new_max).exp();
+                                    // Two loops, not one with a running sum: a sum in
+                                    // program order would keep `exp` from vectorizing.
+                                    for v in &mut row[..seen] {
+                                        *v = (*v - new_max).exp();
+                                    }
+                                    l[r] = l[r] * rescale + sum(&row[..seen]);
+                                    m[r] = new_max;
+                                    acc[r * hd..(r + 1) * hd]
+                                        .iter_mut()
+                                        .for_each(|a| *a *= rescale);
+                                }
+                                // acc += P·V
+                                let p = Strided {
+                                    values: &scores,
+                                    row: nk,
+                                    col: 1,
+                                };
+                                let v = at.rows(Part::Values, j0);
+                                small_matmul((n, hd, nk), p, v, 3 * d, &mut acc, hd, true);
                             }
-                            // Scores up to a whole number of vectors past the diagonal (where
-                            // keys exist): no scalar tail; the extra ones are overwritten.
-                            vec_mat(&mut p[..padded(i + 1, t)], &q, &keys_t, t);
-                            softmax_in_place(&mut p[..=i]);
-                            p[i + 1..].fill(E::ZERO);
-                            put_all(&mut probs[r * t..(r + 1) * t], &p);
-                            let out = &mut y[r * d + head * hd..r * d + (head + 1) * hd];
-                            vec_mat(out, &p[..=i], &qkv[v0..], 3 * d);
+                            for r in 0..n {
+                                let inv = E::ONE / l[r];
+                                let out = &mut y[(r0 + r) * d + head * hd..][..hd];
+                                for (o, &a) in out.iter_mut().zip(&acc[r * hd..(r + 1) * hd]) {
+                                    o.put(a * inv);
+                                }
+                                lse[head * tq + r0 + r].put(m[r] + l[r].ln());
+                            }
                         }
                     }
                 },
@@ -115,101 +238,139 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
         });
 }
 
-/// `dqkv` `[B, T, 3d]` from the forward's `qkv` and `probs` and the gradient `dy` `[B, T', d]`;
-/// writes every element of it.
+/// `dqkv` `[B, T, 3d]` from the forward's `qkv`, output `y` and `lse`, and the gradient `dy`
+/// `[B, T', d]`; writes every element of it.
 pub fn causal_attention_backward<E: Float, O: Sink<E>>(
     qkv: &[E],
-    probs: &[E],
+    y: &[E],
+    lse: &[E],
     dy: &[E],
     shape: AttentionShape,
     dqkv: &mut [O],
 ) {
-    let (t, tq, past, h, d) = shape.check(qkv, dy.len(), probs.len());
+    shape.check(qkv, dy.len(), lse.len());
+    assert_eq!(y.len(), dy.len());
     assert_eq!(dqkv.len(), qkv.len());
-    let (hd, scale) = (shape.head_dim(), shape.scale::<E>());
+    let (t, tq, past, h, d, hd) = (
+        shape.time,
+        shape.queries(),
+        shape.past,
+        shape.heads,
+        shape.d_model,
+        shape.head_dim(),
+    );
+    let scale = E::from_f64(1.0 / (hd as f64).sqrt());
     dqkv.par_chunks_mut(t * 3 * d)
         .zip(qkv.par_chunks(t * 3 * d))
-        .zip(probs.par_chunks(h * tq * t).zip(dy.par_chunks(tq * d)))
-        .for_each(|((dqkv, qkv), (probs, dy))| {
+        .zip(y.par_chunks(tq * d).zip(dy.par_chunks(tq * d)))
+        .zip(lse.par_chunks(h * tq))
+        .for_each(|(((dqkv, qkv), (y, dy)), lse)| {
             vectorized(
                 #[inline(always)]
                 || {
+                    let mut qs = vec![E::ZERO; BLOCK * hd];
+                    let (mut p, mut ds) =
+                        (vec![E::ZERO; BLOCK * BLOCK], vec![E::ZERO; BLOCK * BLOCK]);
+                    let mut dq = vec![E::ZERO; BLOCK * hd];
+                    let (mut dk, mut dv) = (vec![E::ZERO; t * hd], vec![E::ZERO; t * hd]);
+                    let (mut keys_t, mut values_t) = (vec![E::ZERO; hd * t], vec![E::ZERO; hd * t]);
+                    let mut big_d = vec![E::ZERO; tq];
                     // Positions before the first query get no query gradient.
                     for row in dqkv[..past * 3 * d].chunks_exact_mut(3 * d) {
                         row[..d].iter_mut().for_each(|dq| dq.put(E::ZERO));
                     }
-                    let mut values_t = vec![E::ZERO; hd * t];
-                    // dS of one head, `[T', T]`, already scaled by s.
-                    let mut ds = vec![E::ZERO; tq * t];
-                    let (mut p_col, mut ds_col) = (vec![E::ZERO; tq], vec![E::ZERO; tq]);
                     for head in 0..h {
-                        let (q0, k0, v0) = (head * hd, d + head * hd, 2 * d + head * hd);
-                        let dy0 = head * hd;
-                        transpose_into(&mut values_t, &qkv[v0..], 3 * d, t, hd);
-                        let probs = &probs[head * tq * t..(head + 1) * tq * t];
-                        // Query by query: dS_i from dP_i = dy_i·Vᵀ, then dq_i = dS_i·K.
-                        for (r, i) in (past..t).enumerate() {
-                            let p = &probs[r * t..r * t + i + 1];
-                            let dy_i = &dy[r * d + dy0..r * d + dy0 + hd];
-                            let ds_i = &mut ds[r * t..(r + 1) * t];
-                            vec_mat(&mut ds_i[..padded(i + 1, t)], dy_i, &values_t, t);
-                            let big_d = dot(p, &ds_i[..=i]);
-                            for (ds, &p) in ds_i[..=i].iter_mut().zip(p) {
-                                *ds = p * (*ds - big_d) * scale;
-                            }
-                            let dq = &mut dqkv[i * 3 * d + q0..i * 3 * d + q0 + hd];
-                            vec_mat(dq, &ds_i[..=i], &qkv[k0..], 3 * d);
+                        Head::transpose(qkv, shape, head, Part::Keys, &mut keys_t);
+                        Head::transpose(qkv, shape, head, Part::Values, &mut values_t);
+                        let at = Head {
+                            qkv,
+                            shape,
+                            head,
+                            keys_t: &keys_t,
+                        };
+                        let lse = &lse[head * tq..(head + 1) * tq];
+                        for (r, dr) in big_d.iter_mut().enumerate() {
+                            let row = r * d + head * hd..r * d + (head + 1) * hd;
+                            *dr = dot(&dy[row.clone()], &y[row]);
                         }
-                        // Key by key, over the queries that see it: dk_j = dS_·jᵀ·Q and
-                        // dv_j = P_·jᵀ·dY.
-                        for j in 0..t {
-                            let r0 = j.saturating_sub(past);
-                            let n = tq - r0;
-                            for (r, (pc, dc)) in (r0..tq).zip(p_col.iter_mut().zip(&mut ds_col)) {
-                                (*pc, *dc) = (probs[r * t + j], ds[r * t + j]);
+                        dk.fill(E::ZERO);
+                        dv.fill(E::ZERO);
+                        for r0 in (0..tq).step_by(BLOCK) {
+                            let n = BLOCK.min(tq - r0);
+                            at.scaled_queries(r0, n, &mut qs);
+                            dq[..n * hd].fill(E::ZERO);
+                            let dy_block = &dy[r0 * d + head * hd..];
+                            for (j0, nk) in key_blocks(past, r0, n) {
+                                at.scores(&qs, (n, j0, nk), &mut p);
+                                for r in 0..n {
+                                    let row = &mut p[r * nk..(r + 1) * nk];
+                                    let seen = at.visible(r0 + r, j0, nk);
+                                    for v in &mut row[..seen] {
+                                        *v = (*v - lse[r0 + r]).exp();
+                                    }
+                                    row[seen..].fill(E::ZERO);
+                                }
+                                // dV += Pᵀ·dY
+                                let p_t = Strided {
+                                    values: &p,
+                                    row: 1,
+                                    col: nk,
+                                };
+                                let dv = &mut dv[j0 * hd..];
+                                small_matmul((nk, hd, n), p_t, dy_block, d, dv, hd, true);
+                                // dP = dY·Vᵀ, then dS = s·P∘(dP - D) in its place
+                                let dy_rows = Strided {
+                                    values: dy_block,
+                                    row: d,
+                                    col: 1,
+                                };
+                                small_matmul(
+                                    (n, nk, hd),
+                                    dy_rows,
+                                    &values_t[j0..],
+                                    t,
+                                    &mut ds,
+                                    nk,
+                                    false,
+                                );
+                                for r in 0..n {
+                                    let (pr, dr) = (&p[r * nk..(r + 1) * nk], big_d[r0 + r]);
+                                    for (g, &pv) in ds[r * nk..(r + 1) * nk].iter_mut().zip(pr) {
+                                        *g = pv * (*g - dr) * scale;
+                                    }
+                                }
+                                // dQ += dS·K, dK += dSᵀ·Q
+                                let ds_rows = Strided {
+                                    values: &ds,
+                                    row: nk,
+                                    col: 1,
+                                };
+                                let keys = at.rows(Part::Keys, j0);
+                                small_matmul((n, hd, nk), ds_rows, keys, 3 * d, &mut dq, hd, true);
+                                let ds_t = Strided {
+                                    values: &ds,
+                                    row: 1,
+                                    col: nk,
+                                };
+                                let queries = at.rows(Part::Queries, past + r0);
+                                let dk = &mut dk[j0 * hd..];
+                                small_matmul((nk, hd, n), ds_t, queries, 3 * d, dk, hd, true);
                             }
-                            let row = j * 3 * d;
-                            let first_q = (past + r0) * 3 * d + q0;
-                            vec_mat(
-                                &mut dqkv[row + k0..row + k0 + hd],
-                                &ds_col[..n],
-                                &qkv[first_q..],
-                                3 * d,
-                            );
-                            let first_dy = r0 * d + dy0;
-                            vec_mat(
-                                &mut dqkv[row + v0..row + v0 + hd],
-                                &p_col[..n],
-                                &dy[first_dy..],
-                                d,
+                            for r in 0..n {
+                                let row = (past + r0 + r) * 3 * d + head * hd;
+                                put_all(&mut dqkv[row..row + hd], &dq[r * hd..(r + 1) * hd]);
+                            }
+                        }
+                        for j in 0..t {
+                            let row = j * 3 * d + head * hd;
+                            put_all(&mut dqkv[row + d..row + d + hd], &dk[j * hd..(j + 1) * hd]);
+                            put_all(
+                                &mut dqkv[row + 2 * d..row + 2 * d + hd],
+                                &dv[j * hd..(j + 1) * hd],
                             );
                         }
                     }
                 },
             )
         });
-}
-
-/// `out` `[cols, rows]` ← the `rows × cols` block of `m` that starts at `m[0]`, rows `stride`
-/// apart.
-#[inline(always)]
-fn transpose_into<E: Float>(out: &mut [E], m: &[E], stride: usize, rows: usize, cols: usize) {
-    for r in 0..rows {
-        for (c, &v) in m[r * stride..r * stride + cols].iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
-}
-
-/// `x ← softmax(x)`.
-#[inline(always)]
-fn softmax_in_place<E: Float>(x: &mut [E]) {
-    let m = max(x);
-    for v in x.iter_mut() {
-        *v = (*v - m).exp();
-    }
-    let inv = E::ONE / sum(x);
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
 }

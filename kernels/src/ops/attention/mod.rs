@@ -58,8 +58,9 @@ pub fn causal_attention(qkv: Tensor<3>, n_head: usize, past: usize) -> Tensor<3>
 
 #[backend_extension(NdArray: cfg(feature = "ndarray"), Flex: cfg(feature = "flex"), Autodiff)]
 pub trait AttentionOps: Backend {
-    /// `(y [B, T', d], probs [B, H, T', T])`, the queries being the last `T' = T - past`
-    /// positions; `probs` is what the backward pass needs.
+    /// `(y [B, T', d], lse [B, H, T'])`, the queries being the last `T' = T - past` positions;
+    /// `lse`, each query's log-sum-exp of its scores, is what the backward pass needs besides
+    /// `qkv` and `y`.
     fn fused_causal_attention(
         qkv: FloatTensor<Self>,
         n_head: usize,
@@ -71,16 +72,16 @@ impl<B: CpuBackend> AttentionOps for B {
     fn fused_causal_attention(qkv: FloatTensor<B>, heads: usize, past: usize) -> Attended<B> {
         with_float!(qkv.dtype(), E => {
             let shape = shape(&qkv.dims(), heads, past);
-            let (b, t, tq, d) = (shape.batch, shape.time, shape.queries(), shape.d_model);
+            let (b, tq, d) = (shape.batch, shape.queries(), shape.d_model);
             let q = qkv.values::<E>();
             let mut y = Output::new(b * tq * d, "causal_attention: y");
-            let mut probs = Output::new(b * heads * tq * t, "causal_attention: probs");
-            kernel::causal_attention(&q, shape, y.slots(), probs.slots());
+            let mut lse = Output::new(b * heads * tq, "causal_attention: lse");
+            kernel::causal_attention(&q, shape, y.slots(), lse.slots());
             // SAFETY: causal_attention writes every element of its outputs.
             unsafe {
                 (
                     HostTensor::from_values(y.written(), vec![b, tq, d]),
-                    HostTensor::from_values(probs.written(), vec![b, heads, tq, t]),
+                    HostTensor::from_values(lse.written(), vec![b, heads, tq]),
                 )
             }
         })
@@ -91,29 +92,31 @@ impl<B: CpuBackend, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
     fn fused_causal_attention(qkv: FloatTensor<Self>, heads: usize, past: usize) -> Attended<Self> {
         let mut kept = None;
         let y = record::<B, C, _, 1>([qkv], AttentionBackward, |[qkv]| {
-            let (y, probs) = B::fused_causal_attention(qkv.clone(), heads, past);
-            kept = Some(probs.clone());
-            (y, (qkv, probs, heads, past))
+            let (y, lse) = B::fused_causal_attention(qkv.clone(), heads, past);
+            kept = Some(lse.clone());
+            // `y` is kept too: the output projection keeps it anyway (its input), so this copies
+            // nothing.
+            (y.clone(), (qkv, y, lse, heads, past))
         });
-        // The probabilities enter the graph as values no gradient flows through.
+        // The log-sum-exps enter the graph as values no gradient flows through.
         (y, constant::<B, C>(kept.expect("the forward ran")))
     }
 }
 
-/// `(y, probs)` (the trait spells it out: the extension macro reads the tuple).
+/// `(y, lse)` (the trait spells it out: the extension macro reads the tuple).
 type Attended<B> = (FloatTensor<B>, FloatTensor<B>);
 
 #[derive(Debug)]
 struct AttentionBackward;
 
 impl<B: CpuBackend> Backward<B, 1> for AttentionBackward {
-    /// `(qkv, probs, n_head, past)`.
-    type State = (FloatTensor<B>, FloatTensor<B>, usize, usize);
+    /// `(qkv, y, lse, n_head, past)`.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (qkv, probs, n_head, past) = ops.state;
+        let (qkv, y, lse, n_head, past) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |dy| {
-            backward(qkv, probs, dy, n_head, past)
+            backward([qkv, y, lse], dy, n_head, past)
         });
     }
 }
@@ -135,14 +138,14 @@ fn shape(qkv_dims: &[usize], heads: usize, past: usize) -> AttentionShape {
     }
 }
 
-/// `dqkv` from the forward's `qkv` and `probs` and the gradient `dy` of its output.
-fn backward<T: HostTensor>(qkv: T, probs: T, dy: T, heads: usize, past: usize) -> T {
+/// `dqkv` from the forward's `qkv`, output `y` and `lse`, and the gradient `dy` of its output.
+fn backward<T: HostTensor>([qkv, y, lse]: [T; 3], dy: T, heads: usize, past: usize) -> T {
     with_float!(qkv.dtype(), E => {
         let dims = qkv.dims();
         let shape = shape(&dims, heads, past);
-        let (q, p, g) = (qkv.values::<E>(), probs.values::<E>(), dy.values::<E>());
+        let (q, y, l, g) = (qkv.values::<E>(), y.values::<E>(), lse.values::<E>(), dy.values::<E>());
         let mut dqkv = Output::new(q.len(), "causal_attention backward: dqkv");
-        kernel::causal_attention_backward(&q, &p, &g, shape, dqkv.slots());
+        kernel::causal_attention_backward(&q, &y, &l, &g, shape, dqkv.slots());
         // SAFETY: causal_attention_backward writes every element of its output.
         T::from_values(unsafe { dqkv.written() }, dims)
     })
