@@ -10,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ember_kernels::fused::composed;
 use ember_kernels::ops;
 use ember_train::config::ConfigBuilder;
+use ember_train::data::Data;
 use ember_train::{Start, Trainer};
 
 fn cpu_backends() -> Vec<(&'static str, Device)> {
@@ -31,13 +32,10 @@ fn train_steps(c: &mut Criterion) {
                 .and_then(|b| b.set(&format!("run.out={:?}", out.display().to_string()), "bench"))
                 .and_then(|b| b.build())
                 .expect("presets are valid");
-            let mut trainer = Trainer::start(
-                config,
-                ember_train::corpus::TINY_SHAKESPEARE,
-                device.clone(),
-                Start::New { stem: preset },
-            )
-            .expect("trainer");
+            let data = Data::load(&config.data, config.model.context, None).expect("data");
+            let mut trainer =
+                Trainer::start(config, data, device.clone(), Start::New { stem: preset })
+                    .expect("trainer");
             let mut step = 0;
             group.bench_function(format!("{backend}/{preset}"), |b| {
                 b.iter(|| {

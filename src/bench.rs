@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use ember_kernels::ops;
 use ember_train::config::ConfigBuilder;
-use ember_train::corpus::TINY_SHAKESPEARE;
+use ember_train::data::Data;
 use ember_train::sys::peak_rss_bytes;
 use ember_train::{PhaseTimes, Start, Trainer};
 use serde::Serialize;
@@ -88,9 +88,11 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     let config = builder.build()?;
     let selected = backend::select(&spec.device, spec.threads)?;
 
+    let data = Data::load(&config.data, config.model.context, None)?;
+    let vocab = config.model_vocab(&data.tokenizer)?;
     let mut trainer = Trainer::start(
         config.clone(),
-        TINY_SHAKESPEARE,
+        data,
         selected.device.clone(),
         Start::New { stem: &spec.preset },
     )?;
@@ -114,7 +116,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     let ceiling = matmul_ceiling(&selected.device);
 
     let m = &config.model;
-    let gpt = m.gpt(trainer.tokenizer().vocab_size());
+    let gpt = m.gpt(vocab);
     let tokens = (config.train.batch_size * m.context) as f64;
     let flops_per_token =
         6.0 * gpt.num_matmul_params() as f64 + 12.0 * (m.n_layer * m.d_model * m.context) as f64;

@@ -1,12 +1,15 @@
-//! `ember eval`: the loss of a checkpoint on a whole text file, in bits per character too: every
-//! character after the first is predicted once, from the characters before it in its window
-//! (non-overlapping windows of the model's context, batched), as papers report it.
+//! `ember eval`: the loss of a checkpoint on a whole text file, in bits per byte of text too (and
+//! bits per character for a character-level model): every token after the first is predicted
+//! once, from the tokens before it in its window (non-overlapping windows of the model's context,
+//! batched), as papers report it.
 
 use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use ember_model::cross_entropy;
 use ember_train::TrainError;
+use ember_train::tokenizer::TokenizerKind;
+use ember_train::trainer::bits_per_byte;
 
 use crate::backend;
 use crate::error::{Error, Result, io};
@@ -32,17 +35,30 @@ pub struct EvalSpec {
 /// What an evaluation found.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalReport {
-    pub characters: usize,
-    /// Characters predicted (all but the first).
+    pub tokens: usize,
+    /// Tokens predicted (all but the first).
     pub predictions: usize,
+    /// UTF-8 bytes of text those tokens stand for.
+    pub predicted_bytes: usize,
     pub step: usize,
-    /// Mean negative log-likelihood per character, in nats.
+    /// Mean negative log-likelihood per token, in nats.
     pub loss: f64,
+    /// The model is character-level (a token is a character).
+    pub characters: bool,
 }
 
 impl EvalReport {
-    pub fn bits_per_char(&self) -> f64 {
+    /// Bits per token: per character for a character-level model.
+    pub fn bits_per_token(&self) -> f64 {
         self.loss / std::f64::consts::LN_2
+    }
+
+    /// Bits per byte of text, comparable across tokenizers.
+    pub fn bits_per_byte(&self) -> f64 {
+        bits_per_byte(
+            self.loss,
+            self.predicted_bytes as f64 / self.predictions as f64,
+        )
     }
 
     pub fn perplexity(&self) -> f64 {
@@ -76,9 +92,10 @@ pub fn run(spec: &EvalSpec) -> Result<EvalReport> {
     })?;
     if tokens.len() < 2 {
         return Err(Error::Data(format!(
-            "{path}: needs at least two characters (one to predict from, one to predict)"
+            "{path}: needs at least two tokens (one to predict from, one to predict)"
         )));
     }
+    let first_bytes = saved.tokenizer.decode_bytes(&tokens[..1]).len();
     let (context, device) = (saved.model.context(), selected.device.clone());
     let loss = selected.run(|| {
         // Window k predicts tokens kT+1 ..= kT+T from tokens kT .. kT+T-1.
@@ -106,10 +123,12 @@ pub fn run(spec: &EvalSpec) -> Result<EvalReport> {
         total / (tokens.len() - 1) as f64
     });
     Ok(EvalReport {
-        characters: tokens.len(),
+        tokens: tokens.len(),
         predictions: tokens.len() - 1,
+        predicted_bytes: text.len() - first_bytes,
         step: saved.state.step,
         loss,
+        characters: saved.tokenizer.kind() == TokenizerKind::Char,
     })
 }
 

@@ -11,7 +11,7 @@ use ember_train::corpus::TINY_SHAKESPEARE;
 use ember_train::lock::RunLock;
 use ember_train::optim::adamw;
 use ember_train::run_dir::{atomic_write, create_run_dir};
-use ember_train::tokenizer::CharTokenizer;
+use ember_train::tokenizer::{CharTokenizer, Tokenizer};
 
 use crate::error::{Error, Result, io};
 
@@ -46,7 +46,7 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
             path: spec.from.clone(),
             error,
         })?;
-    let tokenizer = vocabulary(spec, metadata.get("vocab"))?;
+    let tokenizer = Tokenizer::Char(vocabulary(spec, metadata.get("vocab"))?);
     if tokenizer.vocab_size() != gpt.vocab_size {
         return Err(Error::Data(format!(
             "the vocabulary has {} characters but the model's embedding has {} rows; give the \
@@ -73,8 +73,11 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
         let path = run_dir.join(file);
         atomic_write(&path, text.as_bytes()).map_err(io(&path, "cannot write"))
     };
+    config.data.tokenizer = Some(tokenizer.kind());
     write("config.toml", &config.to_toml())?;
-    write("vocab.json", &tokenizer.to_json())?;
+    if let Some((name, text)) = tokenizer.file() {
+        write(name, &text)?;
+    }
 
     let optimizer = adamw(&config.train);
     let files =

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use ember_model::{Gpt, GptConfig};
+use ember_train::RunConfig;
 use ember_train::checkpoint::{self, CheckpointState};
-use ember_train::tokenizer::CharTokenizer;
-use ember_train::{RunConfig, TrainError};
+use ember_train::tokenizer::Tokenizer;
 
 use crate::Result;
 
@@ -14,7 +14,7 @@ pub struct SavedModel {
     pub model: Gpt,
     pub gpt: GptConfig,
     pub config: RunConfig,
-    pub tokenizer: CharTokenizer,
+    pub tokenizer: Tokenizer,
     pub state: CheckpointState,
     /// The checkpoint folder it came from.
     pub checkpoint: PathBuf,
@@ -30,11 +30,8 @@ impl SavedModel {
             eprintln!("warning: {note}");
         }
         let checkpoint::Opened { dir, files, .. } = opened;
-        let config: RunConfig = toml::from_str(&files.config_toml)
-            .map_err(|e| TrainError::Checkpoint(format!("{}: config.toml: {e}", dir.display())))?;
-        let vocab = dir.join("vocab.json");
-        let tokenizer = CharTokenizer::from_json(&files.vocab_json, &vocab.to_string_lossy())?;
-        let gpt = config.model.gpt(tokenizer.vocab_size());
+        let (config, tokenizer) = files.config_and_tokenizer(&dir)?;
+        let gpt = config.model.gpt(config.model_vocab(&tokenizer)?);
         let model = checkpoint::decode_model(&gpt, files.model, device, &dir)?;
         Ok(Self {
             model,

@@ -204,7 +204,7 @@ proptest! {
             ("model.bpk", files.model.as_slice()),
             ("optimizer.bpk", files.optimizer.as_slice()),
             ("config.toml", files.config_toml.as_bytes()),
-            ("vocab.json", files.vocab_json.as_bytes()),
+            ("vocab.json", files.tokenizer_file.as_ref().unwrap().1.as_bytes()),
         ] {
             std::fs::write(dir.path().join(name), bytes).unwrap();
         }
@@ -223,7 +223,8 @@ proptest! {
 
 /// The architecture of the real checkpoint's model.
 fn saved_gpt() -> GptConfig {
-    let vocab = CharTokenizer::from_json(&real_checkpoint().0.vocab_json, "vocab.json").unwrap();
+    let vocab = &real_checkpoint().0.tokenizer_file.as_ref().unwrap().1;
+    let vocab = CharTokenizer::from_json(vocab, "vocab.json").unwrap();
     saved_config().model.gpt(vocab.vocab_size())
 }
 
@@ -265,7 +266,10 @@ fn a_manifest_that_says_the_same_in_other_whitespace_loads() {
         ("model.bpk", files.model.as_slice()),
         ("optimizer.bpk", files.optimizer.as_slice()),
         ("config.toml", files.config_toml.as_bytes()),
-        ("vocab.json", files.vocab_json.as_bytes()),
+        (
+            "vocab.json",
+            files.tokenizer_file.as_ref().unwrap().1.as_bytes(),
+        ),
     ] {
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }

@@ -361,6 +361,7 @@ fn cached_generation_matches_the_full_forward_within_the_window() {
         &[2, 7],
         6,
         config,
+        11,
         &mut SplitMix64::new(5),
         &cpu(),
         |_| {},
@@ -390,9 +391,23 @@ fn cached_generation_matches_the_full_forward_within_the_window() {
         &[2],
         30,
         config,
+        11,
         &mut SplitMix64::new(5),
         &cpu(),
         |_| {},
     );
     assert_eq!(long.len(), 31);
+    // With a vocabulary padded beyond the tokenizer's (7 of 11 rows real), the padded rows are
+    // never drawn, however likely the model makes them.
+    let padded = generate(
+        &model,
+        &[2],
+        200,
+        config,
+        7,
+        &mut SplitMix64::new(9),
+        &cpu(),
+        |_| {},
+    );
+    assert!(padded.iter().all(|&t| t < 7), "{padded:?}");
 }

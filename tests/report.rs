@@ -167,7 +167,9 @@ fn a_run_writes_its_report_and_eval_scores_a_file() {
     let said = out_err(&eval);
     assert!(eval.status.success(), "{said}");
     assert!(
-        said.contains("5000 characters, 4999 predicted") && said.contains("bits per character"),
+        said.contains("5000 tokens, 4999 predicted")
+            && said.contains("bits per byte")
+            && said.contains("bits per character"),
         "{said}"
     );
 

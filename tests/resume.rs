@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TINY, losses, out_err, train_bin, trained_run};
-use ember_train::{NoHooks, RunConfig, Start, StepHooks, Trainer, checkpoint};
+use ember_train::{NoHooks, RunConfig, StepHooks, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
     let (steps, name) = (format!("train.steps={steps}"), format!("run.name={name:?}"));
@@ -76,17 +76,7 @@ fn stopping_and_resuming_is_bit_exact() {
     );
     // The first trainer holds the run folder until it is dropped, as a process until it exits.
     drop(first);
-    let files = checkpoint::load(&ckpt).unwrap();
-    let mut second = Trainer::start(
-        halves,
-        text,
-        common::cpu(),
-        Start::Resume {
-            checkpoint: ckpt.clone(),
-            files,
-        },
-    )
-    .unwrap();
+    let mut second = common::start_on(halves, text, common::cpu(), Some(&ckpt));
     assert_eq!(second.start_step(), 10);
     let summary = second.train(&mut NoHooks).unwrap();
     assert_eq!((summary.steps, summary.stopped), (20, false));

@@ -67,22 +67,12 @@ fn wgpu_follows_ndarray_from_the_same_checkpoint_and_generates() {
     drop(first);
     let start = run.join("checkpoints/step-0000002");
     let resume_on = |device: burn::tensor::Device| {
-        let files = checkpoint::load(&start).unwrap();
         let mut scope = MemoryScope::new(
             config(out.path(), 12).memory,
             &GLOBAL_COUNTERS,
             device.clone(),
         );
-        let mut trainer = Trainer::start(
-            config(out.path(), 12),
-            text,
-            device,
-            Start::Resume {
-                checkpoint: start.clone(),
-                files,
-            },
-        )
-        .unwrap();
+        let mut trainer = common::start_on(config(out.path(), 12), text, device, Some(&start));
         let summary = trainer.train(&mut scope).unwrap();
         (losses(&run), summary, scope.summary())
     };
@@ -207,14 +197,14 @@ fn a_wgpu_run_keeps_nothing_and_a_leak_is_caught_at_the_trims() {
         )
     };
     let text = &ember_train::corpus::TINY_SHAKESPEARE[..200_000];
-    let mut trainer = Trainer::start(config(48), text, wgpu(), Start::New { stem: "w" }).unwrap();
+    let mut trainer = common::start_on(config(48), text, wgpu(), None);
     let mut scope = MemoryScope::new(config(48).memory, &GLOBAL_COUNTERS, wgpu());
     trainer
         .train(&mut scope)
         .expect("no step keeps memory past the trims");
     assert_eq!(scope.summary().leaky_steps, 0);
 
-    let mut trainer = Trainer::start(config(60), text, wgpu(), Start::New { stem: "w" }).unwrap();
+    let mut trainer = common::start_on(config(60), text, wgpu(), None);
     let scope = MemoryScope::new(config(60).memory, &GLOBAL_COUNTERS, wgpu());
     let mut hooks = (LeakFrom20(Vec::new()), scope);
     match trainer.train(&mut hooks) {

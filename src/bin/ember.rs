@@ -16,6 +16,7 @@ use ember::report;
 use ember::saved::SavedModel;
 use ember_model::to_safetensors;
 use ember_train::run_dir::atomic_write;
+use ember_train::tokenizer::VOCAB_JSON;
 use std::io::Write;
 
 #[derive(Debug, Parser)]
@@ -81,10 +82,20 @@ fn run(args: Args) -> Result<()> {
         Command::Export { run, out } => {
             let device = ember::backend::select("auto", 0)?.device;
             let saved = SavedModel::load(&run, &device)?;
-            let metadata = HashMap::from([
-                ("vocab".to_string(), saved.tokenizer.to_json()),
+            let mut metadata = HashMap::from([
                 ("step".to_string(), saved.state.step.to_string()),
+                ("tokenizer".to_string(), saved.tokenizer.kind().to_string()),
             ]);
+            // The tokenizer's file: `vocab` (a character vocabulary, as Ember has always written
+            // it) or `tokenizer_json` (a BPE's tokenizer.json); GPT-2's is built in.
+            if let Some((name, text)) = saved.tokenizer.file() {
+                let key = if name == VOCAB_JSON {
+                    "vocab"
+                } else {
+                    "tokenizer_json"
+                };
+                metadata.insert(key.to_string(), text);
+            }
             let bytes = to_safetensors(&saved.model, &saved.gpt, metadata)
                 .with_context(|| format!("{}: cannot export", saved.checkpoint.display()))?;
             atomic_write(&out, &bytes)
@@ -124,15 +135,19 @@ fn run(args: Args) -> Result<()> {
         }
         Command::Eval { spec } => {
             let r = ember::eval::run(&spec)?;
+            let per_char = match r.characters {
+                true => format!(", {:.4} bits per character", r.bits_per_token()),
+                false => String::new(),
+            };
             println!(
-                "{} on {} (step {}): {} characters, {} predicted: loss {:.4}, {:.4} bits per character, perplexity {:.3}",
+                "{} on {} (step {}): {} tokens, {} predicted: loss {:.4} per token, {:.4} bits per byte{per_char}, perplexity {:.3}",
                 spec.data.display(),
                 spec.run.display(),
                 r.step,
-                r.characters,
+                r.tokens,
                 r.predictions,
                 r.loss,
-                r.bits_per_char(),
+                r.bits_per_byte(),
                 r.perplexity()
             );
             Ok(())

@@ -11,6 +11,7 @@ use ember::backend;
 use ember::saved::SavedModel;
 use ember_train::rng::{SplitMix64, Stream};
 use ember_train::sample::{SamplingConfig, generate};
+use ember_train::tokenizer::Utf8Stream;
 
 /// Generate text with a trained Ember model. Output is streamed as it is produced; the same
 /// seed gives the same text.
@@ -23,10 +24,11 @@ struct Args {
     /// A specific checkpoint folder (runs/<name>/checkpoints/step-N) instead of the latest.
     #[arg(long, value_name = "DIR")]
     checkpoint: Option<PathBuf>,
-    /// Text to continue; every character must be in the model's vocabulary.
+    /// Text to continue (with a character-level model, every character must be in its
+    /// vocabulary).
     #[arg(long, default_value = "\n")]
     prompt: String,
-    /// Tokens (characters) to generate.
+    /// Tokens to generate.
     #[arg(long, default_value_t = 500)]
     max_tokens: usize,
     /// Sampling temperature (> 0); lower is more conservative.
@@ -91,22 +93,24 @@ fn run(args: Args) -> Result<()> {
     write!(out, "{}", args.prompt)?;
     let start = Instant::now();
     let mut failed = None;
+    // A byte-level token may end inside a character: print characters once whole.
+    let mut text = Utf8Stream::default();
     generate(
         &saved.model,
         &prompt,
         args.max_tokens,
         config,
+        saved.tokenizer.vocab_size(),
         &mut rng,
         &selected.device,
         |t| {
             if failed.is_none() {
-                failed = write!(out, "{}", saved.tokenizer.decode(&[t]))
-                    .and_then(|()| out.flush())
-                    .err();
+                let piece = text.push(&saved.tokenizer.decode_bytes(&[t]));
+                failed = write!(out, "{piece}").and_then(|()| out.flush()).err();
             }
         },
     );
-    writeln!(out)?;
+    writeln!(out, "{}", text.finish())?;
     if let Some(e) = failed {
         return Err(e.into());
     }

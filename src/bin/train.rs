@@ -11,10 +11,9 @@ use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::Progress;
 use ember::report;
 use ember_train::checkpoint;
-use ember_train::corpus;
+use ember_train::data::Data;
 use ember_train::footprint::Footprint;
 use ember_train::sys::{available_memory_bytes, mib};
-use ember_train::tokenizer::CharTokenizer;
 use ember_train::{RunConfig, Start, Trainer};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
@@ -47,30 +46,39 @@ fn run(args: &TrainArgs) -> Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    let text = corpus::load_text(&config.data.path)?;
+    let saved_tokenizer = match &resume {
+        Some((dir, files)) => Some(files.config_and_tokenizer(dir)?.1),
+        None => None,
+    };
+    let data = Data::load(&config.data, config.model.context, saved_tokenizer)?;
     let selected = backend::select(&config.run.device, config.run.threads)?;
     println!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
     if let Some(advice) = backend::matmul_advice() {
         println!("note: {advice}");
     }
-    check_memory(&config, &text, selected.is_cpu(), args.skip_memory_check)?;
+    check_memory(&config, &data, selected.is_cpu(), args.skip_memory_check)?;
     let m = &config.model;
     let start = match resume {
         Some((checkpoint, files)) => Start::Resume { checkpoint, files },
         None => Start::New { stem: &stem },
     };
-    let mut trainer = Trainer::start(config.clone(), &text, selected.device.clone(), start)?;
-    let gpt = m.gpt(trainer.tokenizer().vocab_size());
+    let banner = format!(
+        "data {} | tokenizer {} ({} tokens)",
+        data.name,
+        data.tokenizer.kind(),
+        data.tokenizer.vocab_size()
+    );
+    let vocab = config.model_vocab(&data.tokenizer)?;
+    let mut trainer = Trainer::start(config.clone(), data, selected.device.clone(), start)?;
+    let gpt = m.gpt(vocab);
     println!(
-        "model d={} layers={} heads={} context={} vocab={} params={} | data {} ({} chars) | {} steps x {} seqs",
+        "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs",
         m.d_model,
         m.n_layer,
         m.n_head,
         m.context,
         gpt.vocab_size,
         gpt.num_params(),
-        corpus::text_name(&config.data.path),
-        text.chars().count(),
         config.train.steps,
         config.train.batch_size,
     );
@@ -185,9 +193,9 @@ fn print_run_table(run_dir: &std::path::Path, summary: &ember_train::Summary, wa
 /// Prints the memory estimate and refuses a run that cannot fit in the memory available (on the
 /// CPU backends; a GPU's memory is not known before its runtime starts), before anything big is
 /// allocated.
-fn check_memory(config: &RunConfig, text: &str, cpu: bool, skip: bool) -> Result<()> {
-    let vocab_size = CharTokenizer::from_text(text).vocab_size();
-    let footprint = Footprint::estimate(config, vocab_size, text.chars().count());
+fn check_memory(config: &RunConfig, data: &Data, cpu: bool, skip: bool) -> Result<()> {
+    let vocab_size = config.model_vocab(&data.tokenizer)?;
+    let footprint = Footprint::estimate(config, vocab_size, data.dataset.tokens_in_memory());
     let available = available_memory_bytes();
     let free = available.map_or_else(|| "unknown".to_string(), mib);
     println!(

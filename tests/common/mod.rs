@@ -7,6 +7,7 @@ use std::process::Command;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use ember_train::config::ConfigBuilder;
+use ember_train::data::Data;
 use ember_train::rng::SplitMix64;
 use ember_train::{RunConfig, Start, Trainer};
 
@@ -22,7 +23,27 @@ pub fn cpu() -> Device {
 
 /// A new run of `config` on `text`, on the test CPU device.
 pub fn new_trainer(config: RunConfig, text: &str) -> Trainer {
-    Trainer::start(config, text, cpu(), Start::New { stem: "test" }).expect("the run starts")
+    start_on(config, text, cpu(), None)
+}
+
+/// A run of `config` on `text` on `device`: new, or resumed from `checkpoint`.
+pub fn start_on(
+    config: RunConfig,
+    text: &str,
+    device: Device,
+    checkpoint: Option<&Path>,
+) -> Trainer {
+    let (saved, start) = match checkpoint {
+        Some(dir) => {
+            let files = ember_train::checkpoint::load(dir).expect("the checkpoint loads");
+            let (_, tokenizer) = files.config_and_tokenizer(dir).expect("its tokenizer");
+            let checkpoint = dir.to_path_buf();
+            (Some(tokenizer), Start::Resume { checkpoint, files })
+        }
+        None => (None, Start::New { stem: "test" }),
+    };
+    let data = Data::from_text(text, &config.data, config.model.context, saved).expect("the data");
+    Trainer::start(config, data, device, start).expect("the run starts")
 }
 
 /// A tensor's values as f64, whatever its dtype.

@@ -13,7 +13,9 @@
 //!   and the logits;
 //!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
 //!   on top of the step's peak, not in its place;
-//! - the data (the text and its tokens, about 8 bytes per character) and the runtime (code,
+//! - the data in memory (a text's tokens, about 8 bytes each with the text and its encoding
+//!   while the run starts; token files are mapped and only the windows drawn are read) and the
+//!   runtime (code,
 //!   thread stacks, allocator arenas: 18 MiB measured on the tiny preset).
 //!
 //! Evaluation runs the same batch size without autodiff and needs less than a training step.
@@ -24,7 +26,7 @@ use crate::sys::mib;
 
 const F32: f64 = 4.0;
 const RUNTIME_BYTES: f64 = 18.0 * 1024.0 * 1024.0;
-const BYTES_PER_CHAR: f64 = 8.0;
+const BYTES_PER_TOKEN: f64 = 8.0;
 const BYTES_PER_PARAM: f64 = 40.0;
 
 /// The estimate, term by term, in bytes.
@@ -34,8 +36,9 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    /// What training `config` on `chars` characters of text with `vocab_size` tokens needs.
-    pub fn estimate(config: &RunConfig, vocab_size: usize, chars: usize) -> Self {
+    /// What training `config` with a vocabulary of `vocab_size` on `tokens` tokens held in
+    /// memory needs.
+    pub fn estimate(config: &RunConfig, vocab_size: usize, tokens: usize) -> Self {
         let m = &config.model;
         let params = m.gpt(vocab_size).num_params();
         let (b, t) = (config.train.batch_size as f64, m.context as f64);
@@ -54,7 +57,7 @@ impl Footprint {
                 ),
                 (
                     "data+runtime".to_string(),
-                    RUNTIME_BYTES + BYTES_PER_CHAR * chars as f64,
+                    RUNTIME_BYTES + BYTES_PER_TOKEN * tokens as f64,
                 ),
             ],
         }

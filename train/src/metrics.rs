@@ -26,9 +26,13 @@ pub struct StepRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
     /// Bits per character of the validation loss (`val_loss / ln 2`), the figure character-level
-    /// language-model papers report.
+    /// language-model papers report (character-level runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_bpc: Option<f64>,
+    /// Bits per byte of UTF-8 text of the validation loss, for every tokenizer: the figure that
+    /// compares runs with different tokenizers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_bpb: Option<f64>,
     /// Where this step's training time went (not written to `metrics.jsonl`).
     #[serde(skip)]
     pub phases: crate::timing::PhaseTimes,
@@ -75,6 +79,8 @@ pub struct EvalRecord {
     pub step: usize,
     pub train_loss: f64,
     pub val_loss: f64,
+    /// The validation loss in bits per byte of text.
+    pub val_bpb: f64,
 }
 
 /// Drops the lines of steps after `step` (logged after the checkpoint a run resumes from, so

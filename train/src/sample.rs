@@ -34,12 +34,15 @@ impl Default for SamplingConfig {
 }
 
 /// Extends `prompt` (at least one token) by `n` tokens, calling `emit` with each as it is
-/// drawn. Give it a model without autodiff (`model.valid()`).
+/// drawn; only the first `vocab` tokens are drawn (the model's vocabulary may be padded beyond
+/// the tokenizer's). Give it a model without autodiff (`model.valid()`).
+#[allow(clippy::too_many_arguments)] // what to continue, how far, how to draw, and where
 pub fn generate(
     model: &Gpt,
     prompt: &[u32],
     n: usize,
     config: SamplingConfig,
+    vocab: usize,
     rng: &mut SplitMix64,
     device: &Device,
     mut emit: impl FnMut(u32),
@@ -58,7 +61,11 @@ pub fn generate(
         device,
     );
     for i in 0..n {
-        let next = draw(&probabilities(logits, config.temperature), config, rng);
+        let next = draw(
+            &probabilities(logits, vocab, config.temperature),
+            config,
+            rng,
+        );
         emit(next);
         tokens.push(next);
         if i + 1 == n {
@@ -92,8 +99,10 @@ fn prefill(model: &Gpt, tokens: &[u32], cache: &mut KvCache, device: &Device) ->
         .flatten::<1>(0, 2)
 }
 
-fn probabilities(logits: Tensor<1>, temperature: f64) -> Vec<f32> {
-    softmax(logits.div_scalar(temperature), 0)
+/// The distribution over the first `vocab` tokens (a padded vocabulary's other rows are never
+/// drawn).
+fn probabilities(logits: Tensor<1>, vocab: usize, temperature: f64) -> Vec<f32> {
+    softmax(logits.slice(s![..vocab]).div_scalar(temperature), 0)
         .into_data()
         .iter::<f32>()
         .collect()

@@ -2,7 +2,8 @@
 //!
 //! A checkpoint is a folder `runs/<name>/checkpoints/step-NNNNNNN/` holding everything needed to
 //! continue exactly: `model.bpk` and `optimizer.bpk` (burnpack), `state.json` (format version,
-//! step, elapsed training time), the resolved `config.toml` and the `vocab.json`, and a
+//! step, elapsed training time), the resolved `config.toml` and the tokenizer's file
+//! (`vocab.json` or `tokenizer.json`; none for GPT-2's, which is built in), and a
 //! `manifest.json` with the SHA-256 of each of those files, verified on load.
 //!
 //! The LR schedule position, the batch stream and the data cursor need no saved state beyond the
@@ -35,12 +36,14 @@ use crate::config::RunConfig;
 use crate::lock::{CheckpointLock, run_dir_of_checkpoints};
 use crate::run_dir::{atomic_write, write_synced};
 use crate::sys::free_disk_bytes;
-use crate::tokenizer::CharTokenizer;
+use crate::tokenizer::{TOKENIZER_JSON, Tokenizer, TokenizerKind, VOCAB_JSON};
 
 pub use records::{decode_model, decode_optimizer};
 
-/// Bumped whenever the layout or meaning of a checkpoint changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout or meaning of a checkpoint changes: 2 added tokenizers other than
+/// characters (the tokenizer's file may be `tokenizer.json`, or absent). Format 1 checkpoints
+/// (a `vocab.json` always) still load.
+pub const FORMAT_VERSION: u32 = 2;
 
 const MANIFEST: &str = "manifest.json";
 const LATEST: &str = "latest";
@@ -75,7 +78,8 @@ pub struct CheckpointFiles {
     pub optimizer: Vec<u8>,
     pub state: CheckpointState,
     pub config_toml: String,
-    pub vocab_json: String,
+    /// The tokenizer's file, `(name, text)`: `vocab.json` or `tokenizer.json`, none for GPT-2.
+    pub tokenizer_file: Option<(String, String)>,
 }
 
 impl CheckpointFiles {
@@ -89,7 +93,7 @@ impl CheckpointFiles {
         train_time_s: f64,
         changes: Vec<SettingChange>,
         config: &RunConfig,
-        tokenizer: &CharTokenizer,
+        tokenizer: &Tokenizer,
     ) -> Result<Self, TrainError> {
         let failed = |e: &dyn std::fmt::Display| {
             TrainError::Checkpoint(format!("step {step}: cannot serialize the checkpoint: {e}"))
@@ -111,8 +115,32 @@ impl CheckpointFiles {
                 changes,
             },
             config_toml: config.to_toml(),
-            vocab_json: tokenizer.to_json(),
+            tokenizer_file: tokenizer
+                .file()
+                .map(|(name, text)| (name.to_string(), text)),
         })
+    }
+}
+
+impl CheckpointFiles {
+    /// The run's config and tokenizer as the checkpoint `dir` holds them: the tokenizer's kind
+    /// is the config's `data.tokenizer` (for checkpoints from before there were kinds, the one
+    /// its file is for).
+    pub fn config_and_tokenizer(&self, dir: &Path) -> Result<(RunConfig, Tokenizer), TrainError> {
+        let config: RunConfig = toml::from_str(&self.config_toml)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: config.toml: {e}", dir.display())))?;
+        let file = self.tokenizer_file.as_ref();
+        let kind = config.data.tokenizer.unwrap_or(match file {
+            Some((name, _)) if name == TOKENIZER_JSON => TokenizerKind::Bpe,
+            _ => TokenizerKind::Char,
+        });
+        let source = dir.join(kind.file_name().unwrap_or(VOCAB_JSON));
+        let tokenizer = Tokenizer::from_file(
+            kind,
+            file.map(|(_, text)| text.as_str()),
+            &source.to_string_lossy(),
+        )?;
+        Ok((config, tokenizer))
     }
 }
 
@@ -136,13 +164,15 @@ impl Checkpoints {
         let name = format!("step-{:07}", files.state.step);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         let state = serde_json::to_vec_pretty(&files.state).expect("the state serializes");
-        let entries: [(&str, &[u8]); 5] = [
+        let mut entries: Vec<(&str, &[u8])> = vec![
             ("model.bpk", &files.model),
             ("optimizer.bpk", &files.optimizer),
             ("state.json", &state),
             ("config.toml", files.config_toml.as_bytes()),
-            ("vocab.json", files.vocab_json.as_bytes()),
         ];
+        if let Some((name, text)) = &files.tokenizer_file {
+            entries.push((name, text.as_bytes()));
+        }
         let result = fs::create_dir_all(&self.dir)
             .and_then(|()| CheckpointLock::write(&self.dir))
             .and_then(|_lock| self.write(&name, &tmp, &entries));
@@ -346,7 +376,7 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
     };
     let state: CheckpointState = serde_json::from_slice(&verified("state.json")?)
         .map_err(|e| damaged("state.json", &format!("unreadable: {e}")))?;
-    if state.format_version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&state.format_version) {
         return Err(TrainError::Checkpoint(format!(
             "{}: checkpoint format {} is not supported by this build (format {FORMAT_VERSION})",
             dir.display(),
@@ -355,11 +385,16 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
     }
     let text =
         |file: &str| String::from_utf8(verified(file)?).map_err(|_| damaged(file, &"not UTF-8"));
+    let tokenizer_file = [VOCAB_JSON, TOKENIZER_JSON]
+        .into_iter()
+        .find(|name| manifest.contains_key(*name))
+        .map(|name| Ok::<_, TrainError>((name.to_string(), text(name)?)))
+        .transpose()?;
     Ok(CheckpointFiles {
         model: verified("model.bpk")?,
         optimizer: verified("optimizer.bpk")?,
         config_toml: text("config.toml")?,
-        vocab_json: text("vocab.json")?,
+        tokenizer_file,
         state,
     })
 }

@@ -107,8 +107,17 @@ impl RunConfig {
                 ),
             ),
         ];
+        let data_checks: [(&'static str, bool, String); 1] = [(
+            "data.vocab_size",
+            d.tokenizer != Some(crate::tokenizer::TokenizerKind::Bpe) || d.vocab_size > 256,
+            format!(
+                "a byte-level BPE needs more than its 256 bytes, got {}",
+                d.vocab_size
+            ),
+        )];
         checks
             .into_iter()
+            .chain(data_checks)
             .find(|(_, ok, _)| !ok)
             .map(|(key, _, why)| (key.to_string(), why))
     }

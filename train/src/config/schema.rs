@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use ember_model::GptConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::TrainError;
+use crate::tokenizer::{Tokenizer, TokenizerKind};
+
 /// A whole run: TOML sections `[model] [train] [data] [run] [memory]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -137,12 +140,26 @@ impl Default for TrainSection {
     }
 }
 
+/// What the model is trained on, and how text becomes tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// A UTF-8 text file; empty means Tiny Shakespeare, built into the binary.
+    /// A UTF-8 text file, or a folder of token files (`ember prepare`'s, nanoGPT's
+    /// `train.bin`/`val.bin`, llm.c's `*_train_*.bin` shards); empty means Tiny Shakespeare,
+    /// built into the binary.
     pub path: String,
-    /// The last fraction of the text is the validation split.
+    /// `char`, `gpt2` or `bpe`: how a text becomes tokens. Unset: `char` for a text, and for a
+    /// token folder the tokenizer it was made with (which a setting must not contradict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerKind>,
+    /// The size of the BPE vocabulary learnt from a text with `tokenizer = "bpe"`.
+    pub vocab_size: usize,
+    /// The model's vocabulary is made this large when the tokenizer's is smaller (nanoGPT pads
+    /// GPT-2's 50,257 to 50,304, a multiple of 64); the rows added are never sampled. 0: no
+    /// padding.
+    pub pad_vocab_to: usize,
+    /// The last fraction of a text (by characters) is the validation split; a token folder has
+    /// its own.
     pub val_fraction: f64,
 }
 
@@ -150,6 +167,9 @@ impl Default for DataSection {
     fn default() -> Self {
         Self {
             path: String::new(),
+            tokenizer: None,
+            vocab_size: 4096,
+            pad_vocab_to: 0,
             val_fraction: 0.1,
         }
     }
@@ -217,5 +237,21 @@ impl RunConfig {
     /// The resolved configuration as TOML, as saved with each run.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a RunConfig always serializes")
+    }
+
+    /// The model's vocabulary for `tokenizer`: the tokenizer's, padded to `data.pad_vocab_to`.
+    pub fn model_vocab(&self, tokenizer: &Tokenizer) -> Result<usize, TrainError> {
+        let (have, pad) = (tokenizer.vocab_size(), self.data.pad_vocab_to);
+        if pad != 0 && pad < have {
+            return Err(TrainError::Config {
+                origin: "config".into(),
+                key: Some("data.pad_vocab_to".into()),
+                message: format!(
+                    "{pad} is smaller than the {} tokenizer's vocabulary ({have}); set it to 0 or at least {have}",
+                    tokenizer.kind()
+                ),
+            });
+        }
+        Ok(have.max(pad))
     }
 }

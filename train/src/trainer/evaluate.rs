@@ -26,26 +26,27 @@ impl Trainer {
         }
         let model = self.model.valid();
         let device = self.device.clone().without_autodiff();
-        let mean = |split: Split, stream_step: u64| {
+        let mean = |split: Split, stream_step: u64| -> Result<f64, TrainError> {
             let mut rng = SplitMix64::keyed(t.seed, Stream::EvalBatches, stream_step);
-            let total: f64 = (0..t.eval_iters)
-                .map(|_| {
-                    let b = self.data.batch(
-                        split,
-                        t.batch_size,
-                        self.config.model.context,
-                        &mut rng,
-                        &device,
-                    );
-                    f64::from(model.loss(b.inputs, b.targets).into_scalar::<f32>())
-                })
-                .sum();
-            total / t.eval_iters as f64
+            let mut total = 0.0;
+            for _ in 0..t.eval_iters {
+                let b = self.data.batch(
+                    split,
+                    t.batch_size,
+                    self.config.model.context,
+                    &mut rng,
+                    &device,
+                )?;
+                total += f64::from(model.loss(b.inputs, b.targets).into_scalar::<f32>());
+            }
+            Ok(total / t.eval_iters as f64)
         };
+        let val_loss = mean(Split::Val, 2 * step as u64 + 1)?;
         let eval = EvalRecord {
             step,
-            train_loss: mean(Split::Train, 2 * step as u64),
-            val_loss: mean(Split::Val, 2 * step as u64 + 1),
+            train_loss: mean(Split::Train, 2 * step as u64)?,
+            val_loss,
+            val_bpb: bits_per_byte(val_loss, self.data.val_bytes_per_token()),
         };
         if !eval.val_loss.is_finite() {
             return Err(TrainError::NonFinite {
@@ -65,7 +66,7 @@ impl Trainer {
         Ok(Some(eval))
     }
 
-    /// `sample_tokens` characters from the current model, starting from a newline.
+    /// `sample_tokens` tokens from the current model, starting from a newline.
     pub(super) fn sample(&mut self, step: usize, hooks: &mut dyn StepHooks) -> String {
         let t = &self.config.train;
         let start = self.tokenizer.encode("\n").unwrap_or_else(|_| vec![0]);
@@ -76,6 +77,7 @@ impl Trainer {
             &start,
             t.sample_tokens,
             SamplingConfig::default(),
+            self.tokenizer.vocab_size(),
             &mut rng,
             &device,
             |_| {},
@@ -84,4 +86,10 @@ impl Trainer {
         hooks.on_sample(step, &text);
         text
     }
+}
+
+/// A validation loss in nats per token as bits per byte of the text, the figure that compares
+/// runs with different tokenizers.
+pub fn bits_per_byte(loss: f64, bytes_per_token: f64) -> f64 {
+    loss / std::f64::consts::LN_2 / bytes_per_token
 }

@@ -12,6 +12,7 @@ mod checkpointing;
 mod evaluate;
 mod start;
 
+pub use evaluate::bits_per_byte;
 pub use start::Start;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ use crate::rng::{SplitMix64, Stream};
 use crate::schedule::LrSchedule;
 use crate::sys::{peak_rss_bytes, rss_bytes};
 use crate::timing::{PhaseClock, PhaseTimes};
-use crate::tokenizer::CharTokenizer;
+use crate::tokenizer::{Tokenizer, TokenizerKind};
 
 /// Steps whose phases are logged at debug level (all steps at trace level).
 const DEBUG_STEPS: usize = 5;
@@ -59,7 +60,7 @@ pub struct Summary {
 pub struct Trainer {
     config: RunConfig,
     device: Device,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     data: Dataset,
     model: Gpt,
     optim: ModuleOptimizer,
@@ -97,7 +98,7 @@ impl Trainer {
         &self.run_dir
     }
 
-    pub fn tokenizer(&self) -> &CharTokenizer {
+    pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
@@ -170,7 +171,10 @@ impl Trainer {
                 elapsed_s: start.elapsed().as_secs_f64(),
                 train_loss: eval.map(|e| e.train_loss),
                 val_loss: eval.map(|e| e.val_loss),
-                val_bpc: eval.map(|e| e.val_loss / std::f64::consts::LN_2),
+                val_bpc: eval
+                    .filter(|_| self.tokenizer.kind() == TokenizerKind::Char)
+                    .map(|e| e.val_loss / std::f64::consts::LN_2),
+                val_bpb: eval.map(|e| e.val_bpb),
                 phases,
                 logged: step == 1 || step == t.steps || eval.is_some() || due(t.log_every, step),
                 ..StepRecord::default()
@@ -216,7 +220,7 @@ impl Trainer {
             self.config.model.context,
             &mut rng,
             &self.device,
-        );
+        )?;
         let data = clock.phase("data");
         let loss = self.model.loss(batch.inputs, batch.targets);
         let forward = clock.phase("forward");

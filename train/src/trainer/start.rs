@@ -1,6 +1,5 @@
-//! How a trainer starts: a new run (tokenizer from the text, a new run folder, fresh weights)
-//! or the continuation of a checkpoint (its vocabulary, weights, optimizer state and run
-//! folder), behind one constructor.
+//! How a trainer starts: a new run (a new run folder, fresh weights) or the continuation of a
+//! checkpoint (its weights, optimizer state and run folder), behind one constructor.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,61 +15,52 @@ use crate::checkpoint::{
     run_dir_of,
 };
 use crate::config::RunConfig;
-use crate::data::{Dataset, Split};
+use crate::data::{Data, Split};
 use crate::error::{TrainError, io};
 use crate::lock::RunLock;
 use crate::metrics::MetricsWriter;
 use crate::optim::adamw;
 use crate::run_dir::{atomic_write, create_run_dir};
 use crate::schedule::LrSchedule;
-use crate::tokenizer::CharTokenizer;
 
 impl Trainer {
-    /// The one constructor. `Start::New`: tokenizes `text`, creates the run folder (named after
-    /// `stem` unless the config names it) with its `config.toml` and `vocab.json`, and builds
-    /// the model on `device` with autodiff. `Start::Resume`: continues the run the checkpoint
-    /// belongs to, in its run folder, from the step after it; `config` must pass
-    /// [`RunConfig::resume_conflict`] against the checkpoint's and `text` must have its
-    /// vocabulary; optimizer settings that differ from the checkpoint's are logged, recorded in
-    /// `metrics.jsonl` and carried into every later checkpoint.
+    /// The one constructor, for `data` loaded as `config` says ([`Data::load`], with the
+    /// checkpoint's tokenizer when resuming). `Start::New`: creates the run folder (named after
+    /// `stem` unless the config names it) with its `config.toml` and the tokenizer's file, and
+    /// builds the model on `device` with autodiff. `Start::Resume`: continues the run the
+    /// checkpoint belongs to, in its run folder, from the step after it; `config` must pass
+    /// [`RunConfig::resume_conflict`] against the checkpoint's; optimizer settings that differ
+    /// from the checkpoint's are logged, recorded in `metrics.jsonl` and carried into every
+    /// later checkpoint.
     ///
-    /// In order: the tokenizer and data (checked before anything is written), then the run
-    /// folder, its lock, the model and the optimizer, new or from the checkpoint.
+    /// In order: the run folder, its lock, the model and the optimizer, new or from the
+    /// checkpoint.
     pub fn start(
-        config: RunConfig,
-        text: &str,
+        mut config: RunConfig,
+        data: Data,
         device: Device,
         start: Start,
     ) -> Result<Self, TrainError> {
-        let tokenizer = match &start {
-            Start::New { .. } => CharTokenizer::from_text(text),
-            Start::Resume { checkpoint, files } => {
-                let source = checkpoint.join("vocab.json");
-                let saved = CharTokenizer::from_json(&files.vocab_json, &source.to_string_lossy())?;
-                if CharTokenizer::from_text(text) != saved {
-                    return Err(TrainError::Data(format!(
-                        "the training text's characters differ from the checkpoint's vocabulary ({} characters); resume with the same data.path",
-                        saved.vocab_size()
-                    )));
-                }
-                saved
-            }
-        };
-        let data = Dataset::from_text(text, &tokenizer, &config)?;
+        let Data {
+            tokenizer, dataset, ..
+        } = data;
+        // The run's config records the tokenizer, so that a resume knows it.
+        config.data.tokenizer = Some(tokenizer.kind());
+        let gpt = config.model.gpt(config.model_vocab(&tokenizer)?);
         let device = device.autodiff();
         let (run_dir, lock, model, optim, resumed) = match start {
             Start::New { stem } => {
                 let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)?;
                 let lock = RunLock::acquire(&run_dir)?;
-                let vocab_path = run_dir.join("vocab.json");
-                atomic_write(&vocab_path, tokenizer.to_json().as_bytes())
-                    .map_err(io(&vocab_path))?;
+                if let Some((name, text)) = tokenizer.file() {
+                    let path = run_dir.join(name);
+                    atomic_write(&path, text.as_bytes()).map_err(io(&path))?;
+                }
                 device.seed(config.train.seed);
-                let model = config.model.gpt(tokenizer.vocab_size()).init(&device);
+                let model = gpt.init(&device);
                 (run_dir, lock, model, adamw(&config.train), None)
             }
             Start::Resume { checkpoint, files } => {
-                let gpt = config.model.gpt(tokenizer.vocab_size());
                 let model = decode_model(&gpt, files.model, &device, &checkpoint)?;
                 let optim = decode_optimizer(&config.train, files.optimizer, &model, &checkpoint)?;
                 let run_dir = run_dir_of(&checkpoint);
@@ -95,9 +85,9 @@ impl Trainer {
         };
         info!(
             params = model.num_params(),
-            vocab = tokenizer.vocab_size(),
-            train_tokens = data.tokens(Split::Train).len(),
-            val_tokens = data.tokens(Split::Val).len(),
+            vocab = gpt.vocab_size,
+            train_tokens = dataset.tokens(Split::Train).len(),
+            val_tokens = dataset.tokens(Split::Val).len(),
             run_dir = %run_dir.display(),
             resumed_at = resumed.as_ref().map(|(_, s)| s.step),
             "model and data ready"
@@ -115,7 +105,7 @@ impl Trainer {
             config,
             device,
             tokenizer,
-            data,
+            data: dataset,
             model,
             schedule,
             run_dir,
