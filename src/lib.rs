@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod import;
 pub mod memory;
+pub mod prepare;
 pub mod progress;
 pub mod report;
 pub mod saved;

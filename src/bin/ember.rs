@@ -15,7 +15,9 @@ use ember::import::ImportSpec;
 use ember::report;
 use ember::saved::SavedModel;
 use ember_model::to_safetensors;
+use ember_train::prepare::PrepareSpec;
 use ember_train::run_dir::atomic_write;
+use ember_train::tokenizer::TokenizerKind;
 use ember_train::tokenizer::VOCAB_JSON;
 use std::io::Write;
 
@@ -57,7 +59,26 @@ enum Command {
         #[arg(long)]
         log_loss: bool,
     },
-    /// A checkpoint's loss on a whole text file, in nats and bits per character.
+    /// Turn text files (or folders of them) into a dataset folder `train --data DIR` reads:
+    /// train.bin and val.bin (nanoGPT's format), meta.json and the tokenizer.
+    Prepare {
+        /// gpt2 (OpenAI's GPT-2 encoding), bpe (a byte-level BPE learnt from the text) or char.
+        #[arg(long, value_parser = parse_tokenizer)]
+        tokenizer: TokenizerKind,
+        /// The BPE vocabulary's size (bpe).
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        /// The last fraction of the text (by characters) becomes the validation split.
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        /// The dataset folder to create (it must not exist).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Text files, or folders of them (every file under them, in name order).
+        #[arg(required = true, value_name = "INPUT")]
+        inputs: Vec<PathBuf>,
+    },
+    /// A checkpoint's loss on a whole text file, in nats and bits per byte (and per character).
     Eval {
         #[command(flatten)]
         spec: EvalSpec,
@@ -133,6 +154,22 @@ fn run(args: Args) -> Result<()> {
             println!("wrote {}", out.display());
             Ok(())
         }
+        Command::Prepare {
+            tokenizer,
+            vocab_size,
+            val_fraction,
+            out,
+            inputs,
+        } => {
+            let spec = PrepareSpec {
+                inputs,
+                out,
+                tokenizer,
+                vocab_size,
+                val_fraction,
+            };
+            Ok(ember::prepare::run(&spec)?)
+        }
         Command::Eval { spec } => {
             let r = ember::eval::run(&spec)?;
             let per_char = match r.characters {
@@ -166,4 +203,11 @@ fn run(args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_tokenizer(name: &str) -> std::result::Result<TokenizerKind, String> {
+    [TokenizerKind::Gpt2, TokenizerKind::Bpe, TokenizerKind::Char]
+        .into_iter()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| format!("`{name}`: expected gpt2, bpe or char"))
 }

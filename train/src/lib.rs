@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod lock;
 pub mod metrics;
 pub mod optim;
+pub mod prepare;
 pub mod rng;
 pub mod run_dir;
 pub mod sample;

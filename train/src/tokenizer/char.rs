@@ -20,6 +20,13 @@ impl CharTokenizer {
         Self { chars }
     }
 
+    /// The vocabulary of a text whose characters are `chars` (gathered as it streamed by).
+    pub fn from_chars(chars: std::collections::BTreeSet<char>) -> Self {
+        Self {
+            chars: chars.into_iter().collect(),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.chars.len()
     }
