@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use ember_model::cross_entropy;
 use ember_train::TrainError;
 use ember_train::tokenizer::TokenizerKind;
 use ember_train::trainer::bits_per_byte;
@@ -117,7 +116,7 @@ pub fn run(spec: &EvalSpec) -> Result<EvalReport> {
                     .collect();
                 Tensor::from_data(TensorData::new(values, [group.len(), len]), &device)
             };
-            let mean = cross_entropy(saved.model.forward(ids(0)), ids(1));
+            let mean = saved.model.loss(ids(0), ids(1));
             total += f64::from(mean.into_scalar::<f32>()) * (group.len() * len) as f64;
         }
         total / (tokens.len() - 1) as f64

@@ -24,7 +24,7 @@ use ember_blas as _;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
 use ember_kernels::cpu::AdamWStep;
 use ember_kernels::fused::{composed, fused, host::check_outputs, is_fused};
-use ember_kernels::ops;
+use ember_kernels::ops::{self, HeadWeight};
 
 type Inputs = Vec<Tensor<1>>;
 type Op = Box<dyn Fn(&Inputs) -> Tensor<1>>;
@@ -272,6 +272,45 @@ fn cross_entropy_matches_composed_and_finite_differences() {
             ops::cross_entropy(x[0].clone().reshape([n, v]), targets)
         });
         check("cross_entropy", op, vec![values(n * v, 9, 4.0)]);
+    }
+}
+
+#[test]
+fn head_loss_matches_composed_and_finite_differences() {
+    // (rows, d, vocab, layouts and biases): a toy shape in every form, and GPT-2's vocabulary
+    // in GPT-2's form (tied, no bias) and in Ember's default (a weight of its own and a bias).
+    // The kernel's own tests cross the edges of its chunks of rows.
+    let every = [
+        (HeadWeight::InOut, true),
+        (HeadWeight::InOut, false),
+        (HeadWeight::Tied, true),
+        (HeadWeight::Tied, false),
+    ];
+    let cases = [
+        (6, 4, 11, &every[..]),
+        (90, 4, 50_257, &[every[0], every[3]][..]),
+    ];
+    for (n, d, v, forms) in cases {
+        for &(layout, with_bias) in forms {
+            {
+                let targets: Vec<i64> = (0..n as i64).map(|i| (i * 7919 + 3) % v as i64).collect();
+                let op: Op = Box::new(move |x| {
+                    let targets = TensorData::new(targets.clone(), [n]);
+                    let targets = Tensor::<1, Int>::from_data(targets, &x[0].device());
+                    let weight = match layout {
+                        HeadWeight::InOut => x[1].clone().reshape([d, v]),
+                        HeadWeight::Tied => x[1].clone().reshape([v, d]),
+                    };
+                    let bias = with_bias.then(|| x[2].clone());
+                    ops::head_loss(x[0].clone().reshape([n, d]), weight, layout, bias, targets)
+                });
+                let mut inputs = vec![values(n * d, 10, 2.0), values(d * v, 11, 1.0)];
+                if with_bias {
+                    inputs.push(values(v, 12, 1.0));
+                }
+                check("head_loss", op, inputs);
+            }
+        }
     }
 }
 

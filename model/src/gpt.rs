@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor};
-use ember_kernels::ops;
+use ember_kernels::ops::{self, HeadWeight};
 
 use crate::Block;
 use crate::attention::LayerCache;
@@ -48,7 +48,18 @@ impl Gpt {
         self.logits(tokens, Some(cache))
     }
 
-    fn logits(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    fn logits(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let (weight, layout) = self.head_weight();
+        let weight = match layout {
+            HeadWeight::InOut => weight,
+            HeadWeight::Tied => weight.transpose(), // [d, vocab]
+        };
+        let bias = self.head.bias.as_ref().map(Param::val);
+        ops::linear(self.hidden(tokens, cache), weight, bias) // [b, t, vocab]
+    }
+
+    /// The final LayerNorm's output `[batch, time, d]`, what the head reads.
+    fn hidden(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
         assert!(
@@ -68,17 +79,32 @@ impl Gpt {
         if let Some(cache) = cache {
             cache.len += t;
         }
-        let weight = match &self.head.weight {
-            Some(weight) => weight.val(),
-            None => self.wte.weight.val().transpose(), // [d, vocab]
-        };
-        let bias = self.head.bias.as_ref().map(Param::val);
-        ops::linear(layer_norm(&self.ln_f, x), weight, bias) // [b, t, vocab]
+        layer_norm(&self.ln_f, x)
+    }
+
+    /// The head's weight as stored: its own `[d, vocab]`, or the token embedding `[vocab, d]`.
+    fn head_weight(&self) -> (Tensor<2>, HeadWeight) {
+        match &self.head.weight {
+            Some(weight) => (weight.val(), HeadWeight::InOut),
+            None => (self.wte.weight.val(), HeadWeight::Tied),
+        }
     }
 
     /// Mean cross-entropy of the next-token predictions: `targets` is `tokens` shifted by one.
+    /// The head and the loss run as one operation ([`ops::head_loss`]): on the CPU the logits are
+    /// scored a chunk of rows at a time and never exist whole.
     pub fn loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
-        cross_entropy(self.forward(tokens), targets)
+        let x = self.hidden(tokens, None);
+        let [b, t, d] = x.dims();
+        let (weight, layout) = self.head_weight();
+        let bias = self.head.bias.as_ref().map(Param::val);
+        ops::head_loss(
+            x.reshape([b * t, d]),
+            weight,
+            layout,
+            bias,
+            targets.reshape([b * t]),
+        )
     }
 }
 
@@ -105,11 +131,4 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// Mean negative log-likelihood `[1]` of `targets` `[batch, time]` under `logits`
-/// `[batch, time, vocab]`.
-pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
-    let [b, t, v] = logits.dims();
-    ops::cross_entropy(logits.reshape([b * t, v]), targets.reshape([b * t]))
 }

@@ -16,6 +16,6 @@ pub use block::{Block, Mlp};
 pub use config::GptConfig;
 pub use error::ModelError;
 pub use export::{from_safetensors, to_safetensors};
-pub use gpt::{Gpt, Head, KvCache, cross_entropy};
+pub use gpt::{Gpt, Head, KvCache};
 pub use layers::LAYER_NORM_EPS;
 pub use parameters::{Parameter, parameters, with_values};

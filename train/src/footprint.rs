@@ -10,7 +10,8 @@
 //!   after GELU (4d each), i.e. `16d + 4` floats per token, and each query's log-sum-exp of its
 //!   attention scores (`n_head` per token: the fused attention recomputes the probabilities in
 //!   its backward pass rather than keep `n_head x T x T` per sequence); then the final LayerNorm
-//!   and the logits;
+//!   and the head's input gradient (`3d + 2` per token): the fused head and loss scores the
+//!   logits in chunks of rows (two chunks of about 8 MiB) and keeps no logits for backward;
 //!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
 //!   on top of the step's peak, not in its place;
 //! - the data in memory (a text's tokens, about 8 bytes each with the text and its encoding
@@ -20,6 +21,8 @@
 //!
 //! Evaluation runs the same batch size without autodiff and needs less than a training step.
 //! BENCHMARKS.md compares the estimate with the measured peak RSS of every preset.
+
+use ember_kernels::ops::head_loss::kernel::chunk_rows;
 
 use crate::config::RunConfig;
 use crate::sys::mib;
@@ -44,7 +47,9 @@ impl Footprint {
         let (b, t) = (config.train.batch_size as f64, m.context as f64);
         let (d, h, v) = (m.d_model as f64, m.n_head as f64, vocab_size as f64);
         let per_block = b * t * (16.0 * d + 4.0 + h);
-        let head = b * t * (2.0 * d + 2.0 + v + 1.0);
+        let rows = b * t;
+        let chunk = rows.min(chunk_rows(vocab_size) as f64) * v;
+        let head = rows * (3.0 * d + 2.0) + 2.0 * chunk;
         Self {
             terms: vec![
                 (
@@ -129,7 +134,7 @@ mod tests {
         let blocks = 2.0 * (2048.0 * 2056.0);
         assert_eq!(
             f.terms[0].1,
-            4.0 * (blocks + 2048.0 * (256.0 + 2.0 + 65.0 + 1.0))
+            4.0 * (blocks + 2048.0 * (3.0 * 128.0 + 2.0) + 2.0 * 2048.0 * 65.0)
         );
         assert!(f.refusal(1 << 40).is_none());
     }

@@ -29,13 +29,31 @@ where
     C: CheckpointStrategy,
     Op: Backward<B, N>,
 {
+    record_when::<B, C, Op, N>(inputs, backward, |inputs, _| {
+        let (y, state) = forward(inputs);
+        (y, Some(state))
+    })
+}
+
+/// [`record`] for an op whose forward does more when a backward pass will follow: `forward` is
+/// told whether any input is tracked, and must return the state when one is.
+pub fn record_when<B, C, Op, const N: usize>(
+    inputs: [FloatTensor<Autodiff<B>>; N],
+    backward: Op,
+    forward: impl FnOnce([FloatTensor<B>; N], bool) -> (FloatTensor<B>, Option<Op::State>),
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: CpuBackend,
+    C: CheckpointStrategy,
+    Op: Backward<B, N>,
+{
     let (primitives, nodes) = into_parts(inputs);
     match backward.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let (y, state) = forward(primitives);
-            prep.finish(state, y)
+            let (y, state) = forward(primitives, true);
+            prep.finish(state.expect("a tracked forward keeps its state"), y)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(primitives).0),
+        OpsKind::UnTracked(prep) => prep.finish(forward(primitives, false).0),
     }
 }
 

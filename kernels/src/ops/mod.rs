@@ -17,6 +17,8 @@ pub mod cross_entropy;
 #[allow(deprecated)]
 pub mod gelu;
 #[allow(deprecated)]
+pub mod head_loss;
+#[allow(deprecated)]
 pub mod layer_norm;
 #[allow(deprecated)]
 pub mod linear;
@@ -27,6 +29,7 @@ pub use adamw::adamw;
 pub use attention::causal_attention;
 pub use cross_entropy::cross_entropy;
 pub use gelu::gelu;
+pub use head_loss::{HeadWeight, head_loss};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use sum_of_squares::sum_of_squares;

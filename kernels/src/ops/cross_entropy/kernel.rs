@@ -3,6 +3,8 @@
 //! Per row `x` (`V` logits) with target `c`: `lse = m + ln Σ_j e^{x_j - m}` (`m = max x`), loss
 //! `lse - x_c`; the mean over rows is the result. Backward: `dx_j = g/N · (e^{x_j - lse} - [j = c])`.
 //! The row losses are added in row order, whatever the number of threads.
+//!
+//! The head's fused loss (`ops/head_loss`) runs the same two row passes on chunks of rows.
 
 use rayon::prelude::*;
 
@@ -17,14 +19,36 @@ use crate::cpu::{Float, rows_per_task};
 /// If a target is not below the number of classes.
 pub fn cross_entropy<E: Float, O: Sink<E>>(logits: &[E], targets: &[usize], lse: &mut [O]) -> E {
     let n = targets.len();
-    assert_eq!(lse.len(), n);
     assert!(n > 0 && logits.len().is_multiple_of(n));
-    let v = logits.len() / n;
+    let mut losses = vec![E::ZERO; n];
+    row_losses(logits, targets, lse, &mut losses);
+    mean(&losses)
+}
+
+/// The mean of `losses`, added in order in `f64`.
+pub fn mean<E: Float>(losses: &[E]) -> E {
+    let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
+    E::from_f64(total / losses.len() as f64)
+}
+
+/// Each row's log-sum-exp into `lse` and its loss `lse - x[target]` into `losses` (every
+/// element of both), for the rows of `logits` (`targets.len()` rows).
+///
+/// # Panics
+/// If a target is not below the number of classes.
+pub fn row_losses<E: Float, O: Sink<E>>(
+    logits: &[E],
+    targets: &[usize],
+    lse: &mut [O],
+    losses: &mut [E],
+) {
+    let n = targets.len();
+    assert!(lse.len() == n && losses.len() == n && logits.len() == n * classes(logits, n));
+    let v = classes(logits, n);
     if let Some(bad) = targets.iter().find(|&&c| c >= v) {
         panic!("cross_entropy: target {bad} is not below the number of classes ({v})");
     }
     let rows = rows_per_task(v);
-    let mut losses = vec![E::ZERO; n];
     losses
         .par_chunks_mut(rows)
         .zip(lse.par_chunks_mut(rows))
@@ -42,8 +66,10 @@ pub fn cross_entropy<E: Float, O: Sink<E>>(logits: &[E], targets: &[usize], lse:
                 },
             )
         });
-    let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
-    E::from_f64(total / n as f64)
+}
+
+fn classes<E>(logits: &[E], rows: usize) -> usize {
+    logits.len() / rows.max(1)
 }
 
 /// `dlogits` from the forward's `logits`, `targets` and `lse`, for an upstream gradient `grad`
@@ -55,10 +81,23 @@ pub fn cross_entropy_backward<E: Float, O: Sink<E>>(
     grad: E,
     dlogits: &mut [O],
 ) {
+    let scale = grad / E::from_f64(targets.len() as f64);
+    softmax_minus_target(logits, targets, lse, scale, dlogits);
+}
+
+/// `dlogits = scale · (softmax(logits) - onehot(targets))` row by row, the softmax from the
+/// rows' log-sum-exps `lse`. Writes every element of `dlogits`.
+pub fn softmax_minus_target<E: Float, O: Sink<E>>(
+    logits: &[E],
+    targets: &[usize],
+    lse: &[E],
+    scale: E,
+    dlogits: &mut [O],
+) {
     let n = targets.len();
     assert_eq!(logits.len(), dlogits.len());
-    let v = logits.len() / n;
-    let scale = grad / E::from_f64(n as f64);
+    assert_eq!(lse.len(), n);
+    let v = classes(logits, n);
     let rows = rows_per_task(v);
     dlogits
         .par_chunks_mut(rows * v)
