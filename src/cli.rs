@@ -54,8 +54,9 @@ pub struct TrainArgs {
     /// A TOML config file, layered on top of the preset.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Train on this UTF-8 text file instead of the built-in Tiny Shakespeare (data.path).
-    #[arg(long, value_name = "FILE")]
+    /// Train on this UTF-8 text file, or on a folder of tokens (`ember prepare`'s, nanoGPT's
+    /// train.bin/val.bin or llm.c's shards), instead of the built-in Tiny Shakespeare (data.path).
+    #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
     /// Number of optimizer steps (train.steps).
     #[arg(long)]

@@ -50,7 +50,7 @@ pub fn run(spec: &PrepareSpec) -> Result<()> {
     let tokens = meta.train_tokens + meta.val_tokens;
     let bytes = meta.train_bytes + meta.val_bytes;
     println!(
-        "prepared {}: {} train + {} val tokens ({}, {} tokenizer, {} tokens) from {} files, {} of text, in {secs:.1}s ({:.1} MiB/s, {:.0} tokens/s)",
+        "prepared {}: {} train + {} val tokens ({}, {} tokenizer, {} tokens) from {} file{}, {} of text, in {secs:.1}s ({:.1} MiB/s, {:.0} tokens/s)",
         spec.out.display(),
         meta.train_tokens,
         meta.val_tokens,
@@ -61,6 +61,7 @@ pub fn run(spec: &PrepareSpec) -> Result<()> {
         meta.tokenizer,
         meta.vocab_size,
         meta.sources.len(),
+        if meta.sources.len() == 1 { "" } else { "s" },
         mib(bytes),
         bytes as f64 / secs / (1024.0 * 1024.0),
         tokens as f64 / secs

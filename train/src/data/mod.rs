@@ -204,11 +204,7 @@ impl Data {
             let per_token = gpt2_bytes_per_token(&val)?;
             (Tokenizer::Gpt2, train, val, per_token)
         };
-        check_kind(
-            &tokenizer,
-            config.tokenizer.unwrap_or(tokenizer.kind()),
-            &config.path,
-        )?;
+        // A resumed run's own tokenizer first: changing data.tokenizer is no way out there.
         if let Some(saved) = saved
             && saved != tokenizer
         {
@@ -223,6 +219,11 @@ impl Data {
                 saved.kind()
             )));
         }
+        check_kind(
+            &tokenizer,
+            config.tokenizer.unwrap_or(tokenizer.kind()),
+            &config.path,
+        )?;
         let name = format!(
             "{} ({} + {} tokens, {})",
             dir.display(),

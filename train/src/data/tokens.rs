@@ -3,9 +3,10 @@
 //!
 //! A mapped file's pages count in the process's resident memory once read. Windows are drawn
 //! at random all over the file, so a long run on a large dataset would touch ever more of them;
-//! each window's pages are therefore handed back (`MADV_DONTNEED`) as soon as its tokens are
-//! copied out. The page cache keeps them for the next read, and the run's RSS stays what it is
-//! with a small dataset, whatever the dataset's size.
+//! each window's pages (and those the kernel mapped around them) are therefore handed back
+//! (`MADV_DONTNEED`) as soon as its tokens are copied out. The page cache keeps them for the
+//! next read, and the run's RSS stays what it is with a small dataset, whatever the dataset's
+//! size.
 //!
 //! File formats (all little-endian):
 //! - raw: tokens and nothing else, `uint16` or `uint32` (nanoGPT's `train.bin`/`val.bin`, and
@@ -25,6 +26,9 @@ use crate::TrainError;
 pub const LLMC_MAGIC: i32 = 20_240_520;
 pub const LLMC_VERSION: i32 = 1;
 const LLMC_HEADER_BYTES: usize = 256 * 4;
+/// The span of one page table's pages (2 MiB on x86-64 and arm64 with 4 KiB pages).
+#[cfg(unix)]
+const FAULT_AROUND_BLOCK: usize = 2 << 20;
 
 /// One mapped file of tokens.
 pub struct TokenFile {
@@ -164,12 +168,23 @@ impl TokenFile {
             ));
         }
         #[cfg(unix)]
-        // SAFETY: no reference into the mapping outlives `bytes`, which is no longer used; the
-        // mapping is read-only and shared, so its pages come back from the file when read again.
-        unsafe {
-            let _ = self
-                .map
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, from, to - from);
+        {
+            // Linux maps the pages around a faulting one too ("fault-around", 64 KiB by default,
+            // whatever MADV_RANDOM says on older kernels), but never past the 2 MiB block of page
+            // table the fault is in: the whole block goes back, or the neighbours would stay.
+            let base = self.map.as_ptr() as usize;
+            let lo = ((base + from) & !(FAULT_AROUND_BLOCK - 1)).max(base);
+            let hi = (base + to)
+                .next_multiple_of(FAULT_AROUND_BLOCK)
+                .min(base + self.map.len());
+            // SAFETY: no reference into the mapping outlives this call (`bytes` is no longer
+            // used); the mapping is read-only and shared, so its pages come back from the file
+            // when read again.
+            unsafe {
+                let _ =
+                    self.map
+                        .unchecked_advise_range(UncheckedAdvice::DontNeed, lo - base, hi - lo);
+            }
         }
         Ok(())
     }
