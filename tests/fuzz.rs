@@ -1,6 +1,7 @@
 //! Bounded fuzzing of everything Ember reads from a file or a command line: the config loader
 //! (TOML and `--set`), the vocabulary, the checkpoint (manifest, state, model and optimizer
-//! records) and safetensors. Inputs are real files with random bytes changed or cut off, and
+//! records), safetensors, and token datasets (`meta.json`, a BPE's `tokenizer.json`, the token
+//! files, and the windows drawn from them). Inputs are real files with random bytes changed or cut off, and
 //! random text; every reader must answer with an error, never a panic, and never allocate much
 //! more than its input (a length field that says "a terabyte" must not be believed).
 //!
@@ -197,17 +198,8 @@ proptest! {
         state in mutated(leak(real_checkpoint().2.clone())),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let files = &real_checkpoint().0;
-        for (name, bytes) in [
-            ("manifest.json", manifest.as_slice()),
-            ("state.json", state.as_slice()),
-            ("model.bpk", files.model.as_slice()),
-            ("optimizer.bpk", files.optimizer.as_slice()),
-            ("config.toml", files.config_toml.as_bytes()),
-            ("vocab.json", files.tokenizer_file.as_ref().unwrap().1.as_bytes()),
-        ] {
-            std::fs::write(dir.path().join(name), bytes).unwrap();
-        }
+        write_checkpoint(dir.path(), &manifest);
+        std::fs::write(dir.path().join("state.json"), &state).unwrap();
         let loaded = bounded(&manifest, || checkpoint::load(dir.path()));
         // A changed state.json is refused by its checksum; a changed manifest (the root of the
         // checksums, not checksummed itself) loads exactly when it still says the same thing,
@@ -216,9 +208,67 @@ proptest! {
     }
 
     #[test]
+    fn token_folders_never_panic(
+        meta in text_like(leak_str(dataset_file("meta.json"))),
+        tokenizer in text_like(leak_str(dataset_file("tokenizer.json"))),
+        train in mutated(leak(dataset_file("train.bin"))),
+    ) {
+        use ember_train::data::{Data, Split};
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            ("meta.json", meta.as_bytes()),
+            ("tokenizer.json", tokenizer.as_bytes()),
+            ("train.bin", train.as_slice()),
+            ("val.bin", dataset_file("val.bin").as_slice()),
+        ] {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let path = format!("data.path={:?}", dir.path().display().to_string());
+        let config = common::tiny_config(dir.path(), &[&path, "model.context=8"]);
+        let input = [meta.as_bytes(), tokenizer.as_bytes(), &train].concat();
+        if let Ok(data) = bounded(&input, || Data::load(&config.data, 8, None)) {
+            let mut rng = ember_train::rng::SplitMix64::new(1);
+            for _ in 0..4 {
+                let _ = data.dataset.batch(Split::Train, 4, 8, &mut rng, &common::cpu());
+            }
+            let _ = data.tokenizer.encode("Hello, wörld 🙂");
+        }
+    }
+
+    #[test]
     fn safetensors_never_panic(bytes in mutated(leak(exported()))) {
         let _ = bounded(&bytes, || from_safetensors(&bytes, &common::cpu(), None));
     }
+}
+
+/// A file of a BPE dataset prepared from the tokens fixture (made once).
+fn dataset_file(name: &str) -> Vec<u8> {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        use ember_train::prepare::{PrepareSpec, prepare};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PrepareSpec {
+            inputs: vec![
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokens/sample.txt"),
+            ],
+            out: dir.path().join("bpe"),
+            tokenizer: ember_train::tokenizer::TokenizerKind::Bpe,
+            vocab_size: 300,
+            val_fraction: 0.1,
+        };
+        prepare(
+            &spec,
+            &|_, _| {},
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .unwrap();
+        dir
+    });
+    std::fs::read(dir.path().join("bpe").join(name)).unwrap()
+}
+
+fn leak_str(bytes: Vec<u8>) -> &'static str {
+    String::from_utf8(bytes).unwrap().leak()
 }
 
 /// The architecture of the real checkpoint's model.
@@ -251,17 +301,11 @@ fn exported() -> Vec<u8> {
     to_safetensors(&saved_model(), &saved_gpt(), Default::default()).unwrap()
 }
 
-/// A long run found a manifest with a "\n" changed into "\r", which the test had expected to be
-/// refused: it says the same thing, and loads.
-#[test]
-fn a_manifest_that_says_the_same_in_other_whitespace_loads() {
-    let (files, manifest, state) = real_checkpoint();
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = String::from_utf8(manifest.clone())
-        .unwrap()
-        .replacen('\n', "\r", 3);
+/// The real checkpoint's files in `dir`, with `manifest` for its manifest.
+fn write_checkpoint(dir: &Path, manifest: &[u8]) {
+    let (files, _, state) = real_checkpoint();
     for (name, bytes) in [
-        ("manifest.json", manifest.as_bytes()),
+        ("manifest.json", manifest),
         ("state.json", state.as_slice()),
         ("model.bpk", files.model.as_slice()),
         ("optimizer.bpk", files.optimizer.as_slice()),
@@ -271,10 +315,43 @@ fn a_manifest_that_says_the_same_in_other_whitespace_loads() {
             files.tokenizer_file.as_ref().unwrap().1.as_bytes(),
         ),
     ] {
-        std::fs::write(dir.path().join(name), bytes).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
     }
+}
+
+/// A long run found a manifest with a "\n" changed into "\r", which the test had expected to be
+/// refused: it says the same thing, and loads.
+#[test]
+fn a_manifest_that_says_the_same_in_other_whitespace_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = String::from_utf8(real_checkpoint().1.clone())
+        .unwrap()
+        .replacen('\n', "\r", 3);
+    write_checkpoint(dir.path(), manifest.as_bytes());
     assert!(same_manifest(manifest.as_bytes()));
     checkpoint::load(dir.path()).unwrap();
+}
+
+/// Long runs found a manifest whose "vocab.json" had become " ocab.json": the vocabulary then
+/// looked absent (a tokenizer file is optional since GPT-2 runs have none) and the checkpoint
+/// loaded. A name the manifest lists must be a checkpoint file.
+#[test]
+fn a_manifest_that_lists_an_unknown_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = String::from_utf8(real_checkpoint().1.clone())
+        .unwrap()
+        .replace("\"vocab.json\"", "\" ocab.json\"");
+    write_checkpoint(dir.path(), manifest.as_bytes());
+    let Err(err) = checkpoint::load(dir.path()) else {
+        panic!("a damaged manifest loaded");
+    };
+    let err = err.to_string();
+    assert!(
+        err.ends_with(
+            "manifest.json: lists \" ocab.json\", which is not a checkpoint file: the manifest is damaged"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -364,6 +364,22 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
     let read = |file: &str| fs::read(dir.join(file)).map_err(|e| damaged(file, &e));
     let manifest: BTreeMap<String, String> = serde_json::from_slice(&read(MANIFEST)?)
         .map_err(|e| damaged(MANIFEST, &format!("unreadable manifest: {e}")))?;
+    // Every file the manifest lists is one this build reads, and is verified below: a damaged
+    // name must not make a listed file look absent (a tokenizer file is optional).
+    const FILES: [&str; 6] = [
+        "state.json",
+        "model.bpk",
+        "optimizer.bpk",
+        "config.toml",
+        VOCAB_JSON,
+        TOKENIZER_JSON,
+    ];
+    if let Some(unknown) = manifest.keys().find(|k| !FILES.contains(&k.as_str())) {
+        return Err(damaged(
+            MANIFEST,
+            &format!("lists {unknown:?}, which is not a checkpoint file: the manifest is damaged"),
+        ));
+    }
     let verified = |file: &str| {
         let bytes = read(file)?;
         match manifest.get(file) {
