@@ -1,5 +1,5 @@
-//! `ember report`: a run's `metrics.jsonl` drawn as one SVG picture (loss, learning rate,
-//! throughput, memory against step), or several runs overlaid with the config keys they differ
+//! `ember report`: a run's `metrics.jsonl` drawn as one SVG picture (loss, bits per byte,
+//! learning rate, throughput, memory against step), or several runs overlaid with the config keys they differ
 //! in. Also written at the end of every run.
 
 use std::collections::BTreeMap;
@@ -154,7 +154,7 @@ const fn line(field: &'static str, label: &'static str, scale: f64, markers: boo
 
 const MIB: f64 = 1.0 / (1024.0 * 1024.0);
 
-const PANELS: [Panel; 4] = [
+const PANELS: [Panel; 5] = [
     Panel {
         title: "loss",
         y_label: "cross-entropy (nats)",
@@ -163,6 +163,12 @@ const PANELS: [Panel; 4] = [
             line("val_loss", "val (eval)", 1.0, true),
             line("train_loss", "train (eval)", 1.0, true),
         ],
+    },
+    // Nats per token depend on the tokenizer; bits per byte of text compare runs of any two.
+    Panel {
+        title: "bits per byte (val)",
+        y_label: "bits per UTF-8 byte",
+        lines: &[line("val_bpb", "val (eval)", 1.0, true)],
     },
     Panel {
         title: "learning rate",
@@ -184,7 +190,7 @@ const PANELS: [Panel; 4] = [
     },
 ];
 
-/// Draws `runs` into an SVG file at `out`: four panels against step. One run: a colour per
+/// Draws `runs` into an SVG file at `out`: five panels against step. One run: a colour per
 /// series, with a legend in each panel. Several: a colour per run, named in a legend under the
 /// title with the config keys in which the runs differ; evaluations are the lines with dots.
 pub fn write_svg(runs: &[RunSeries], out: &Path, options: ReportOptions) -> Result<()> {
@@ -224,7 +230,7 @@ pub fn write_svg(runs: &[RunSeries], out: &Path, options: ReportOptions) -> Resu
                 .map_err(|e| draw(&e))?;
         }
     }
-    for (panel, area) in PANELS.iter().zip(panels.split_evenly((2, 2))) {
+    for (panel, area) in PANELS.iter().zip(panels.split_evenly((2, 3))) {
         draw_panel(&area, panel, runs, options).map_err(|e| draw(&e))?;
     }
     root.present().map_err(|e| draw(&e))?;

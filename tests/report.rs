@@ -32,7 +32,7 @@ fn a_report_has_the_series_of_the_metrics_file() {
         "a",
         &[
             r#"{"step":1,"loss":4.0,"lr":0.001,"tokens_per_sec":1000.0,"rss_bytes":1048576,"live_bytes":524288}"#,
-            r#"{"step":2,"loss":3.0,"lr":0.002,"tokens_per_sec":1100.0,"rss_bytes":2097152,"live_bytes":524288,"train_loss":2.9,"val_loss":3.1,"val_bpc":4.47}"#,
+            r#"{"step":2,"loss":3.0,"lr":0.002,"tokens_per_sec":1100.0,"rss_bytes":2097152,"live_bytes":524288,"train_loss":2.9,"val_loss":3.1,"val_bpc":4.47,"val_bpb":4.4}"#,
         ],
         1e-3,
     );
@@ -40,6 +40,7 @@ fn a_report_has_the_series_of_the_metrics_file() {
     assert_eq!(run.name, "a");
     assert_eq!(run.get("loss"), [(1.0, 4.0), (2.0, 3.0)]);
     assert_eq!(run.get("val_loss"), [(2.0, 3.1)]);
+    assert_eq!(run.get("val_bpb"), [(2.0, 4.4)]);
     assert_eq!(run.get("lr"), [(1.0, 0.001), (2.0, 0.002)]);
     assert_eq!(run.get("live_bytes").len(), 2);
     assert_eq!(
@@ -52,6 +53,7 @@ fn a_report_has_the_series_of_the_metrics_file() {
     let svg = std::fs::read_to_string(&out).unwrap();
     for label in [
         "loss",
+        "bits per byte (val)",
         "learning rate",
         "throughput",
         "memory",
