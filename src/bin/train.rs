@@ -69,6 +69,7 @@ fn run(args: &TrainArgs) -> Result<()> {
         data.tokenizer.vocab_size()
     );
     let vocab = config.model_vocab(&data.tokenizer)?;
+    let char_level = data.tokenizer.kind() == ember_train::tokenizer::TokenizerKind::Char;
     let mut trainer = Trainer::start(config.clone(), data, selected.device.clone(), start)?;
     let gpt = m.gpt(vocab);
     println!(
@@ -132,7 +133,7 @@ fn run(args: &TrainArgs) -> Result<()> {
         mib(summary.peak_rss_bytes),
     );
     println!("{}", hooks.0.summary());
-    print_run_table(trainer.run_dir(), &summary, wall_s);
+    print_run_table(trainer.run_dir(), &summary, wall_s, char_level);
     if let Some(path) = &summary.last_checkpoint {
         println!("checkpoint {}", path.display());
     }
@@ -148,7 +149,12 @@ fn run(args: &TrainArgs) -> Result<()> {
 
 /// The end-of-run table, and the run's report picture (a picture that cannot be drawn is a
 /// warning: the run itself succeeded).
-fn print_run_table(run_dir: &std::path::Path, summary: &ember_train::Summary, wall_s: f64) {
+fn print_run_table(
+    run_dir: &std::path::Path,
+    summary: &ember_train::Summary,
+    wall_s: f64,
+    char_level: bool,
+) {
     let series = report::load_run(run_dir);
     let picture = series.as_ref().map_err(|e| e.to_string()).and_then(|s| {
         let out = run_dir.join("report.svg");
@@ -168,11 +174,15 @@ fn print_run_table(run_dir: &std::path::Path, summary: &ember_train::Summary, wa
     });
     println!("---- run summary ----");
     if let Some(e) = summary.last_eval {
+        // Bits per byte compare runs of any tokenizers; a character-level run also has them per
+        // character (its tokens).
+        let per_char = match char_level {
+            true => format!(", {:.3} bits/char", e.val_loss / std::f64::consts::LN_2),
+            false => String::new(),
+        };
         println!(
-            "final loss       train {:.4} | val {:.4} ({:.3} bits/char)",
-            e.train_loss,
-            e.val_loss,
-            e.val_loss / std::f64::consts::LN_2
+            "final loss       train {:.4} | val {:.4} ({:.3} bits/byte{per_char})",
+            e.train_loss, e.val_loss, e.val_bpb
         );
     }
     if let Some((step, loss)) = best {

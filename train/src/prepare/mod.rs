@@ -103,6 +103,9 @@ pub fn prepare(
     let width = TokenWidth::for_vocab(tokenizer.vocab_size());
     let partial = partial_dir(&spec.out)?;
     let written = (|| {
+        if let Some(parent) = partial.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(write_error(parent))?;
+        }
         std::fs::create_dir(&partial).map_err(write_error(&partial))?;
         let mut splits = [
             SplitWriter::create(&partial.join("train.bin"), width)?,

@@ -69,12 +69,12 @@ impl Trainer {
     /// `sample_tokens` tokens from the current model, starting from a newline.
     pub(super) fn sample(&mut self, step: usize, hooks: &mut dyn StepHooks) -> String {
         let t = &self.config.train;
-        let start = self.tokenizer.encode("\n").unwrap_or_else(|_| vec![0]);
+        let start = &self.sample_prompt;
         let mut rng = SplitMix64::keyed(t.seed, Stream::Sampling, step as u64);
         let device = self.device.clone().without_autodiff();
         let ids = generate(
             &self.model.valid(),
-            &start,
+            start,
             t.sample_tokens,
             SamplingConfig::default(),
             self.tokenizer.vocab_size(),

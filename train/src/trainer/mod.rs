@@ -61,6 +61,9 @@ pub struct Trainer {
     config: RunConfig,
     device: Device,
     tokenizer: Tokenizer,
+    /// The samples' first token(s): a newline, encoded once at the start, so that whatever the
+    /// tokenizer builds on first use (GPT-2's 10 MB of tables) is not counted against a step.
+    sample_prompt: Vec<u32>,
     data: Dataset,
     model: Gpt,
     optim: ModuleOptimizer,

@@ -22,6 +22,7 @@ use crate::metrics::MetricsWriter;
 use crate::optim::adamw;
 use crate::run_dir::{atomic_write, create_run_dir};
 use crate::schedule::LrSchedule;
+use crate::tokenizer::Tokenizer;
 
 impl Trainer {
     /// The one constructor, for `data` loaded as `config` says ([`Data::load`], with the
@@ -104,6 +105,7 @@ impl Trainer {
             optim,
             config,
             device,
+            sample_prompt: sample_prompt(&tokenizer),
             tokenizer,
             data: dataset,
             model,
@@ -112,6 +114,14 @@ impl Trainer {
             metrics,
         })
     }
+}
+
+/// A newline's tokens (token 0 if the tokenizer has no newline), decoded once too: both build
+/// what the tokenizer keeps for later (see [`Trainer`]'s `sample_prompt`).
+fn sample_prompt(tokenizer: &Tokenizer) -> Vec<u32> {
+    let prompt = tokenizer.encode("\n").unwrap_or_else(|_| vec![0]);
+    let _ = tokenizer.decode(&prompt);
+    prompt
 }
 
 /// How a trainer starts: a new run, or the continuation of a checkpoint.
