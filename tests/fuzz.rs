@@ -354,6 +354,27 @@ fn a_manifest_that_lists_an_unknown_file_is_refused() {
     );
 }
 
+/// Long runs found that the tokenizers crate (0.23.2) panics in its decoder's deserializer
+/// (`decoders/mod.rs:90`, an `unwrap`) on a `tokenizer.json` with a vertical tab where a space
+/// was, instead of returning an error: Ember's reader turns it into one.
+#[test]
+fn a_tokenizer_json_that_makes_tokenizers_panic_is_an_error() {
+    use ember_train::tokenizer::Bpe;
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokens/bpe/tokenizer.json");
+    let json = std::fs::read_to_string(path).unwrap();
+    let damaged = json.replacen("\"decoder\": {", "\"decoder\":\u{b}{", 1);
+    assert_ne!(damaged, json);
+    let err = Bpe::from_json(&damaged, "tokenizer.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("tokenizer.json: not a tokenizer.json Ember can read (the tokenizer cannot be loaded (Helper: "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[test]
 fn the_seeds_themselves_load() {
     let (files, _, _) = real_checkpoint();

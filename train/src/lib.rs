@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod data;
 pub mod error;
 pub mod footprint;
+mod guard;
 pub mod hooks;
 pub mod lock;
 pub mod metrics;

@@ -16,13 +16,11 @@
 //! complete AdamW state (both moments, the rank, the step count) for every parameter or for none.
 //! The checksum manifest already stops damaged files in normal use; these checks keep the promise
 //! of an error rather than a panic for every other way a record arrives. A panic that still
-//! comes out of Burn's loaders is turned into the same kind of error ([`without_panic`]), as a
+//! comes out of Burn's loaders is turned into the same kind of error ([`crate::guard::without_panic`]), as a
 //! last guard.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Once;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -30,6 +28,8 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, DType, Device};
 use burn_pack::{Reader, Scalar};
 use ember_model::{Gpt, GptConfig, Parameter, parameters};
+
+use crate::guard::without_panic;
 
 use crate::TrainError;
 use crate::config::TrainSection;
@@ -49,7 +49,7 @@ pub fn decode_model(
     let model = gpt.init(device);
     let bytes = Bytes::from_bytes_vec(bytes).shared();
     check_model_record(bytes.clone(), &parameters(&model)).map_err(|e| unreadable(&e))?;
-    without_panic(|| {
+    without_panic("the record", || {
         ModuleRecord::from_bytes(bytes)
             .and_then(|record| model.try_load_record(record))
             .map_err(|e| e.to_string())
@@ -72,8 +72,10 @@ pub fn decode_optimizer(
     // Shared, so that the check and the loader read the one buffer without copying it.
     let bytes = Bytes::from_bytes_vec(bytes).shared();
     check_optimizer_record(bytes.clone(), &parameters(model)).map_err(|e| unreadable(&e))?;
-    without_panic(|| adamw(train).from_bytes(bytes).map_err(|e| e.to_string()))
-        .map_err(|e| unreadable(&e))
+    without_panic("the record", || {
+        adamw(train).from_bytes(bytes).map_err(|e| e.to_string())
+    })
+    .map_err(|e| unreadable(&e))
 }
 
 /// A tensor of a record as the container describes it.
@@ -269,35 +271,4 @@ fn check_optimizer_record(bytes: Bytes, params: &[Parameter]) -> Result<(), Stri
         return Err(format!("no AdamW state for the parameter {}", param.path));
     }
     Ok(())
-}
-
-thread_local! {
-    /// Set while [`without_panic`] runs on this thread: its panics are errors, not messages.
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs a foreign loader, turning a panic inside it into an error with the panic's message. A
-/// last guard behind the checks above, for what they do not foresee. The panic message is not
-/// printed (the error carries it); panics on other threads print as usual.
-fn without_panic<T>(load: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.get() {
-                previous(info);
-            }
-        }));
-    });
-    let was = QUIET.replace(true);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load));
-    QUIET.set(was);
-    result.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic without a message");
-        Err(format!("the record cannot be loaded ({message})"))
-    })
 }

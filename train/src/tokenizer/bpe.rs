@@ -15,6 +15,7 @@ use tokenizers::{
 };
 
 use crate::TrainError;
+use crate::guard::without_panic;
 
 /// The special token that separates documents, as in GPT-2 (id 0 in a trained vocabulary).
 pub const EOT: &str = "<|endoftext|>";
@@ -87,9 +88,12 @@ impl Bpe {
     /// (Ember's, or GPT-2's as Hugging Face saves it).
     pub fn from_json(json: &str, source: &str) -> Result<Self, TrainError> {
         let invalid = |why: String| TrainError::Data(format!("{source}: {why}"));
-        let tokenizer: Tokenizer = json
-            .parse()
-            .map_err(|e| invalid(format!("not a tokenizer.json Ember can read ({e})")))?;
+        // tokenizers 0.23 panics on some malformed files (a decoder's `unwrap` found by
+        // tests/fuzz.rs) where it should return an error.
+        let tokenizer: Tokenizer = without_panic("the tokenizer", || {
+            json.parse::<Tokenizer>().map_err(|e| e.to_string())
+        })
+        .map_err(|e| invalid(format!("not a tokenizer.json Ember can read ({e})")))?;
         if !matches!(tokenizer.get_model(), ModelWrapper::BPE(_)) {
             return Err(invalid("the model is not a BPE".into()));
         }
