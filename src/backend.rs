@@ -302,6 +302,7 @@ fn vulkan_loader_present() -> bool {
 /// OpenBLAS cores whose kernels beat the gemm crate on the model's products, measured with
 /// `cargo bench --bench matmul_engines` (BENCHMARKS.md): Zen on an AMD EPYC (Zen 3), by 5-60%.
 /// On an Intel Xeon (AVX-512) the gemm crate won even against OpenBLAS's SkylakeX kernels.
+#[cfg(feature = "ndarray")]
 const BLAS_FASTER_ON: [&str; 1] = ["Zen"];
 
 /// Lets the fused kernels' products run on the system BLAS the build linked, preferred where it
