@@ -252,6 +252,13 @@ fn a_disk_that_fills_during_prepare_leaves_no_dataset() {
     );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "only the input is left: {left:?}");
+    // What a `kill -9` leaves (a PID above Linux's largest is no process) goes with the next
+    // prepare of the same folder.
+    let stale = dir.path().join("data.partial-4194305");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("train.bin"), [0u8; 64]).unwrap();
+    prepared(&spec(&[&fixture("sample.txt")], &out, TokenizerKind::Gpt2));
+    assert!(!stale.exists() && out.join("meta.json").is_file());
 }
 
 /// A tiny-preset `train` of `steps` steps on `data` under `out` (run `r`), with `extra` args.

@@ -11,9 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use common::{generate_bin, losses, out_err, train_bin};
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
-use ember_train::checkpoint;
 use ember_train::metrics::StepRecord;
-use ember_train::{NoHooks, RunConfig, Start, StepHooks, TrainError, Trainer};
+use ember_train::{NoHooks, RunConfig, StepHooks, TrainError};
 
 #[global_allocator]
 static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();

@@ -15,7 +15,8 @@
 //!
 //! It is atomic: everything is written into `OUT.partial-PID` beside `OUT`, fsync'ed, and renamed
 //! into place only when complete. A failure (a full disk, a bad input, Ctrl-C) removes it; a
-//! `kill -9` leaves it under that name, which `train` never reads.
+//! `kill -9` leaves it under that name, which `train` never reads, and the next prepare of the
+//! same `OUT` removes it.
 
 mod inputs;
 
@@ -102,6 +103,7 @@ pub fn prepare(
     };
     let width = TokenWidth::for_vocab(tokenizer.vocab_size());
     let partial = partial_dir(&spec.out)?;
+    remove_stale_partials(&spec.out);
     let written = (|| {
         if let Some(parent) = partial.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(write_error(parent))?;
@@ -207,6 +209,36 @@ fn partial_dir(out: &Path) -> Result<PathBuf, TrainError> {
     })?;
     let partial = format!("{}.partial-{}", name.to_string_lossy(), std::process::id());
     Ok(out.with_file_name(partial))
+}
+
+/// Removes the `OUT.partial-PID` folders of prepares that were killed (`kill -9`, a lost
+/// machine): their process is gone, `train` never reads them, and they hold a half dataset's
+/// disk. A folder whose process still runs (another prepare, or a reused PID) is left alone.
+fn remove_stale_partials(out: &Path) {
+    let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!("{}.partial-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let pid = file_name
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !crate::sys::process_alive(pid)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
