@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -117,23 +116,9 @@ fn a_checkpoint_that_does_not_fit_keeps_the_previous_one() {
     let out = tempfile::tempdir().unwrap();
     let run = finished_run(out.path());
     let run_arg = run.to_str().unwrap();
-    // No file may grow past 100 KB (the tiny model's record is 250 KB): writes fail with EFBIG
-    // as on a full disk they fail with ENOSPC. SIGXFSZ is ignored so that the write returns the
-    // error instead of killing the process.
+    // No file may grow past 100 KB (the tiny model's record is 250 KB).
     let mut cmd = train_bin(&["--resume", run_arg, "--steps", "30"]);
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 100_000,
-                rlim_max: 100_000,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::limit_file_size(&mut cmd, 100_000);
     let o = cmd.output().unwrap();
     let err = failed_with(
         &o,

@@ -219,28 +219,14 @@ fn prepare_refuses_bad_inputs_and_keeps_nothing() {
 
 #[test]
 fn a_disk_that_fills_during_prepare_leaves_no_dataset() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("big.txt");
     std::fs::write(&input, sample().repeat(60)).unwrap();
     let out = dir.path().join("data");
     let mut cmd = ember_bin(&["prepare", "--tokenizer", "gpt2", "--out"]);
     cmd.arg(&out).arg(&input);
-    // No file may grow past 20 KB: writes fail with EFBIG as on a full disk they fail with ENOSPC
-    // (SIGXFSZ ignored, so that the write returns the error).
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 20_000,
-                rlim_max: 20_000,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // No file may grow past 20 KB.
+    common::limit_file_size(&mut cmd, 20_000);
     let o = cmd.output().unwrap();
     failed_with(
         &o,
