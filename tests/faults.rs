@@ -82,11 +82,7 @@ fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
     unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
     let killed = first.wait_with_output().unwrap();
     assert!(!killed.status.success());
-    let after = train_bin(&["--resume", run_arg, "--steps", "25"])
-        .output()
-        .unwrap();
-    assert!(after.status.success(), "{}", out_err(&after));
-    assert!(out_err(&after).contains("resuming after step 20"));
+    common::resumes(run_arg, "25", 20);
 }
 
 #[test]
@@ -140,11 +136,7 @@ fn a_checkpoint_that_does_not_fit_keeps_the_previous_one() {
     assert_eq!(latest(&run), "step-0000020");
 
     // With the space back, the run resumes from the checkpoint that was kept.
-    let o = train_bin(&["--resume", run_arg, "--steps", "30"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out_err(&o));
-    assert!(out_err(&o).contains("resuming after step 20"));
+    common::resumes(run_arg, "30", 20);
     assert_eq!(latest(&run), "step-0000030");
 }
 

@@ -308,11 +308,7 @@ fn training_from_a_prepared_folder_resumes_and_refuses_another_tokenizers_tokens
     std::fs::rename(&gpt2, &chars).unwrap();
     std::fs::rename(&kept, &gpt2).unwrap();
     // On its own tokens it continues.
-    let o = train_bin(&["--resume", run.to_str().unwrap(), "--steps", "12"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out_err(&o));
-    assert!(out_err(&o).contains("resuming after step 10"));
+    common::resumes(run.to_str().unwrap(), "12", 10);
 }
 
 #[test]

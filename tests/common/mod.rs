@@ -180,3 +180,17 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
         });
     }
 }
+
+/// Runs `train --resume RUN --steps STEPS` and checks that it succeeded, continuing after step
+/// `after`.
+pub fn resumes(run: &str, steps: &str, after: usize) {
+    let o = train_bin(&["--resume", run, "--steps", steps])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    let log = out_err(&o);
+    assert!(
+        log.contains(&format!("resuming after step {after}")),
+        "{log}"
+    );
+}
