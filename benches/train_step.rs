@@ -9,6 +9,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ember_kernels::fused::composed;
 use ember_kernels::ops;
+use ember_kernels::ops::gelu::Approximation;
 use ember_train::config::ConfigBuilder;
 use ember_train::data::Data;
 use ember_train::{Start, Trainer};
@@ -96,13 +97,17 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(name("attention_32x64x384"), |bench| {
                 bench.iter(|| {
                     forward_backward(&qkv, |x| {
-                        on_path(&|| ops::causal_attention(x.clone(), 4, 0))
+                        on_path(&|| ops::causal_attention(x.clone(), 4, 0, 0.0))
                     })
                 })
             });
             let h = input(&ad, [32, 64, 512]);
             group.bench_function(name("gelu_32x64x512"), |bench| {
-                bench.iter(|| forward_backward(&h, |x| on_path(&|| ops::gelu(x.clone()))))
+                bench.iter(|| {
+                    forward_backward(&h, |x| {
+                        on_path(&|| ops::gelu(x.clone(), Approximation::None))
+                    })
+                })
             });
             group.bench_function(name("layer_norm_32x64x128"), |bench| {
                 bench.iter(|| {

@@ -7,6 +7,7 @@ use std::mem::MaybeUninit;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ember_kernels::cpu::{self, AttentionShape};
+use ember_kernels::ops::gelu::Approximation;
 
 fn values(n: usize) -> Vec<f32> {
     (0..n)
@@ -34,13 +35,19 @@ fn kernels(c: &mut Criterion) {
     let x = values(rows * 4 * d);
     let mut y = vec![0.0; x.len()];
     group.throughput(Throughput::Bytes((x.len() * 8) as u64));
-    group.bench_function("gelu_32x64x512", |bench| {
-        bench.iter(|| cpu::gelu(black_box(&x), &mut y))
-    });
-    group.throughput(Throughput::Bytes((x.len() * 12) as u64));
-    group.bench_function("gelu_backward_32x64x512", |bench| {
-        bench.iter(|| cpu::gelu_backward(black_box(&x), &x, &mut y))
-    });
+    for (name, approximation) in [
+        ("gelu", Approximation::None),
+        ("gelu_tanh", Approximation::Tanh),
+    ] {
+        group.throughput(Throughput::Bytes((x.len() * 8) as u64));
+        group.bench_function(format!("{name}_32x64x512"), |bench| {
+            bench.iter(|| cpu::gelu(black_box(&x), &mut y, approximation))
+        });
+        group.throughput(Throughput::Bytes((x.len() * 12) as u64));
+        group.bench_function(format!("{name}_backward_32x64x512"), |bench| {
+            bench.iter(|| cpu::gelu_backward(black_box(&x), &x, &mut y, approximation))
+        });
+    }
 
     let x = values(rows * d);
     let (gamma, beta) = (values(d), values(d));

@@ -24,6 +24,7 @@ use ember_blas as _;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
 use ember_kernels::cpu::AdamWStep;
 use ember_kernels::fused::{composed, fused, host::check_outputs, is_fused};
+use ember_kernels::ops::gelu::Approximation;
 use ember_kernels::ops::{self, HeadWeight};
 
 type Inputs = Vec<Tensor<1>>;
@@ -193,11 +194,19 @@ fn check(name: &str, op: Op, inputs: Vec<Vec<f64>>) {
 fn gelu_matches_composed_and_finite_differences() {
     // A toy shape, and one of 27,300 elements: two parallel tasks and a tail of the 64-element
     // blocks.
-    for shape in [[2, 3, 8], [3, 70, 130]] {
-        let n = shape.iter().product();
-        let op: Op = Box::new(move |x| ops::gelu(x[0].clone().reshape(shape)).reshape([-1]));
-        // Wide inputs, to reach both tails of Φ.
-        check("gelu", op, vec![values(n, 1, 6.0)]);
+    for approximation in [Approximation::None, Approximation::Tanh] {
+        for shape in [[2, 3, 8], [3, 70, 130]] {
+            let n = shape.iter().product();
+            let op: Op = Box::new(move |x| {
+                ops::gelu(x[0].clone().reshape(shape), approximation).reshape([-1])
+            });
+            // Wide inputs, to reach both tails of Φ.
+            check(
+                &format!("gelu {approximation:?}"),
+                op,
+                vec![values(n, 1, 6.0)],
+            );
+        }
     }
 }
 
@@ -254,7 +263,8 @@ fn causal_attention_matches_composed_and_finite_differences() {
         // past = 0 is training; past > 0 is decoding after cached positions.
         for past in [0, 2.min(t - 1)] {
             let op: Op = Box::new(move |x| {
-                ops::causal_attention(x[0].clone().reshape([b, t, 3 * d]), h, past).reshape([-1])
+                ops::causal_attention(x[0].clone().reshape([b, t, 3 * d]), h, past, 0.0)
+                    .reshape([-1])
             });
             check("causal_attention", op, vec![values(b * t * 3 * d, 8, 1.5)]);
         }

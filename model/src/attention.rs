@@ -15,6 +15,9 @@ pub struct CausalSelfAttention {
     /// `[d, d]`: the output (residual) projection.
     pub proj: Linear,
     pub n_head: usize,
+    /// Dropout on the attention probabilities and on the output (the residual branch), in
+    /// training steps only.
+    pub dropout: f64,
 }
 
 /// The `qkv` projections `[batch, positions, 3d]` of the positions one attention layer has
@@ -27,7 +30,7 @@ impl CausalSelfAttention {
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let qkv = linear(&self.qkv, x); // [b, t, 3d]
         let y = match cache {
-            None => ops::causal_attention(qkv, self.n_head, 0), // [b, t, d]
+            None => ops::causal_attention(qkv, self.n_head, 0, self.dropout), // [b, t, d]
             Some(cache) => {
                 let (all, past) = match cache.take() {
                     Some(earlier) => {
@@ -37,9 +40,9 @@ impl CausalSelfAttention {
                     None => (qkv, 0),
                 };
                 *cache = Some(all.clone());
-                ops::causal_attention(all, self.n_head, past) // [b, t, d]
+                ops::causal_attention(all, self.n_head, past, self.dropout) // [b, t, d]
             }
         };
-        linear(&self.proj, y)
+        ops::dropout(linear(&self.proj, y), self.dropout)
     }
 }

@@ -5,21 +5,27 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use ember_kernels::ops;
 
-use crate::CausalSelfAttention;
 use crate::attention::LayerCache;
 use crate::layers::{layer_norm, linear};
+use crate::{Activation, CausalSelfAttention};
 
-/// The 4x feed-forward network with exact (erf) GELU, as `nn.GELU()` in PyTorch.
+/// The 4x feed-forward network with GELU (exact, as `nn.GELU()` in PyTorch, or GPT-2's tanh
+/// approximation), its output dropped out in training.
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub fc: Linear,
     pub proj: Linear,
+    #[module(skip)]
+    pub activation: Activation,
+    /// Dropout on the output (the residual branch), in training steps only.
+    pub dropout: f64,
 }
 
 impl Mlp {
     /// `[b, t, d]` → `[b, t, 4d]` → `[b, t, d]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(&self.proj, ops::gelu(linear(&self.fc, x)))
+        let hidden = ops::gelu(linear(&self.fc, x), self.activation.approximation());
+        ops::dropout(linear(&self.proj, hidden), self.dropout)
     }
 }
 

@@ -4,6 +4,8 @@
 use burn::config::Config;
 use burn::nn::{EmbeddingConfig, Initializer, LayerNormConfig, Linear};
 use burn::tensor::Device;
+use ember_kernels::ops::gelu::Approximation;
+use serde::{Deserialize, Serialize};
 
 use crate::layers::LAYER_NORM_EPS;
 use crate::{Block, CausalSelfAttention, Gpt, Head, Mlp};
@@ -32,6 +34,33 @@ pub struct GptConfig {
     /// A bias on the head (nanoGPT's head has none).
     #[config(default = true)]
     pub head_bias: bool,
+    /// The MLP's nonlinearity.
+    #[config(default = "Activation::Gelu")]
+    pub activation: Activation,
+    /// The probability that dropout zeroes an element, where nanoGPT drops: the embeddings'
+    /// sum, the attention probabilities, and each residual branch. Training steps only.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+/// The MLP's nonlinearity: exact GELU as PyTorch's `nn.GELU()` and nanoGPT, or the tanh
+/// approximation GPT-2 was trained with (Hugging Face's `gelu_new`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    #[default]
+    Gelu,
+    GeluTanh,
+}
+
+impl Activation {
+    /// How the GELU kernel computes Φ for this activation.
+    pub fn approximation(self) -> Approximation {
+        match self {
+            Self::Gelu => Approximation::None,
+            Self::GeluTanh => Approximation::Tanh,
+        }
+    }
 }
 
 /// GPT-2's initialisation: N(0, 0.02) for weights and embeddings.
@@ -49,6 +78,10 @@ impl GptConfig {
         ];
         if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
             return Some((name, "expected a positive integer, got 0".into()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            let why = format!("expected a probability 0 <= p < 1, got {}", self.dropout);
+            return Some(("dropout", why));
         }
         (!self.d_model.is_multiple_of(self.n_head)).then(|| {
             let why = format!(
@@ -81,6 +114,7 @@ impl GptConfig {
                     qkv: self.linear(d, 3 * d, INIT_STD, device),
                     proj: self.linear(d, d, proj_std, device),
                     n_head: self.n_head,
+                    dropout: self.dropout,
                 },
                 ln_2: LayerNormConfig::new(d)
                     .with_epsilon(LAYER_NORM_EPS)
@@ -89,6 +123,8 @@ impl GptConfig {
                 mlp: Mlp {
                     fc: self.linear(d, 4 * d, INIT_STD, device),
                     proj: self.linear(4 * d, d, proj_std, device),
+                    activation: self.activation,
+                    dropout: self.dropout,
                 },
             })
             .collect();
@@ -105,6 +141,7 @@ impl GptConfig {
                 .with_epsilon(LAYER_NORM_EPS)
                 .with_bias(self.bias)
                 .init(device),
+            dropout: self.dropout,
             head: Head {
                 weight: (!self.tie_embeddings)
                     .then(|| normal(INIT_STD).init([d, self.vocab_size], device)),

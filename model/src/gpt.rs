@@ -18,6 +18,8 @@ pub struct Gpt {
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
     pub head: Head,
+    /// Dropout on the embeddings' sum, in training steps only (the blocks hold their own).
+    pub dropout: f64,
 }
 
 /// The output layer `logits = x·W + b`: `W` `[d, vocab]` of its own, or the token embedding
@@ -71,7 +73,8 @@ impl Gpt {
         let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
             .unsqueeze::<2>()
             .expand([b, t]);
-        let mut x = self.wte.forward(tokens) + self.wpe.forward(positions); // [b, t, d]
+        let x = self.wte.forward(tokens) + self.wpe.forward(positions); // [b, t, d]
+        let mut x = ops::dropout(x, self.dropout);
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, layer);

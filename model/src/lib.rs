@@ -13,7 +13,7 @@ mod parameters;
 
 pub use attention::{CausalSelfAttention, LayerCache};
 pub use block::{Block, Mlp};
-pub use config::GptConfig;
+pub use config::{Activation, GptConfig};
 pub use error::ModelError;
 pub use export::{from_safetensors, to_safetensors};
 pub use gpt::{Gpt, Head, KvCache};

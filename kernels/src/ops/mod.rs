@@ -14,6 +14,7 @@ pub mod adamw;
 pub mod attention;
 #[allow(deprecated)]
 pub mod cross_entropy;
+pub mod dropout;
 #[allow(deprecated)]
 pub mod gelu;
 #[allow(deprecated)]
@@ -28,6 +29,7 @@ pub mod sum_of_squares;
 pub use adamw::adamw;
 pub use attention::causal_attention;
 pub use cross_entropy::cross_entropy;
+pub use dropout::dropout;
 pub use gelu::gelu;
 pub use head_loss::{HeadWeight, head_loss};
 pub use layer_norm::layer_norm;

@@ -5,6 +5,10 @@
 //!
 //! The first `past` positions are attended to but ask nothing themselves: 0 in training, the
 //! positions already generated when `qkv` holds a decoder's cache followed by its new tokens.
+//!
+//! Dropout on the attention probabilities (a training step with `dropout > 0`) takes the
+//! composed path, which materialises them: the fused kernel never holds the probabilities, and
+//! recomputes them in its backward pass, where it would need the same masks again.
 
 pub mod kernel;
 
@@ -20,12 +24,14 @@ use burn::tensor::{Bool, Tensor, s};
 use crate::fused::autodiff::{constant, record};
 use crate::fused::fused;
 use crate::fused::host::{CpuBackend, HostTensor, Output, with_float};
+use crate::ops::dropout::drops;
 use kernel::AttentionShape;
 
 /// Causal self-attention of `qkv` `[b, t, 3d]` with `n_head` heads; the queries are the
-/// positions after the first `past`.
-pub fn causal_attention(qkv: Tensor<3>, n_head: usize, past: usize) -> Tensor<3> {
-    if fused(&qkv) {
+/// positions after the first `past`; the probabilities are dropped out with probability
+/// `dropout` in training.
+pub fn causal_attention(qkv: Tensor<3>, n_head: usize, past: usize, dropout: f64) -> Tensor<3> {
+    if fused(&qkv) && !drops(&qkv, dropout) {
         let (y, _) =
             <Dispatch as AttentionOps>::fused_causal_attention(qkv.into_dispatch(), n_head, past);
         return Tensor::from_dispatch(y);
@@ -50,7 +56,7 @@ pub fn causal_attention(qkv: Tensor<3>, n_head: usize, past: usize) -> Tensor<3>
         .mul_scalar(1.0 / (hd as f64).sqrt())
         .matmul(k.swap_dims(2, 3)) // [b, h, tq, t]
         .mask_fill(mask, f32::NEG_INFINITY);
-    softmax(scores, 3)
+    super::dropout(softmax(scores, 3), dropout)
         .matmul(v) // [b, h, tq, hd]
         .swap_dims(1, 2)
         .reshape([b, tq, d])

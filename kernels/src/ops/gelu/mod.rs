@@ -1,6 +1,7 @@
-//! Exact GELU, `y = x·Φ(x)`, as PyTorch's `nn.GELU()`: what the model calls (fused on the CPU,
-//! composed from Burn ops elsewhere), the fused op's host adapter and its backward pass. The
-//! kernels, and the formulas, are in [`kernel`].
+//! GELU, `y = x·Φ(x)`, exact as PyTorch's `nn.GELU()` or with GPT-2's tanh approximation of Φ
+//! (`nn.GELU(approximate='tanh')`): what the model calls (fused on the CPU, composed from Burn
+//! ops elsewhere), the fused op's host adapter and its backward pass. The kernels, and the
+//! formulas, are in [`kernel`].
 
 pub mod kernel;
 
@@ -15,11 +16,25 @@ use burn::tensor::Tensor;
 use crate::fused::autodiff::record;
 use crate::fused::fused;
 use crate::fused::host::{CpuBackend, HostTensor, Output, with_float};
+pub use kernel::Approximation;
 
-/// Exact GELU, `x·Φ(x)`, element by element.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+/// GELU, `x·Φ(x)`, element by element, with Φ computed as `approximation` says.
+pub fn gelu<const D: usize>(x: Tensor<D>, approximation: Approximation) -> Tensor<D> {
     if fused(&x) {
-        return Tensor::from_dispatch(<Dispatch as GeluOps>::fused_gelu(x.into_dispatch()));
+        let y = <Dispatch as GeluOps>::fused_gelu(x.into_dispatch(), approximation);
+        return Tensor::from_dispatch(y);
+    }
+    if approximation == Approximation::Tanh {
+        // `x · σ(2u)`, `u = √(2/π)(x + 0.044715x³)`: the kernel's form of `(1 + tanh u)/2`.
+        // Plain products and `exp`: written with Burn's `sigmoid` and `powi_scalar`, the `f64`
+        // result differed from the kernel's by 3e-8 relative on NdArray (the fused-op check).
+        let x2 = x.clone() * x.clone();
+        let minus_two_u = x2
+            .mul_scalar(0.044_715)
+            .add_scalar(1.0)
+            .mul(x.clone())
+            .mul_scalar(-2.0 * (2.0 / std::f64::consts::PI).sqrt());
+        return x / minus_two_u.exp().add_scalar(1.0);
     }
     // `x/2 · (1 + erf(x/√2))`, from Burn ops whose gradients are exact. Not
     // `burn::tensor::activation::gelu`: in Burn 0.22.1 its forward is the exact erf form but its
@@ -36,15 +51,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 #[backend_extension(NdArray: cfg(feature = "ndarray"), Flex: cfg(feature = "flex"), Autodiff)]
 pub trait GeluOps: Backend {
-    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn fused_gelu(x: FloatTensor<Self>, approximation: Approximation) -> FloatTensor<Self>;
 }
 
 impl<B: CpuBackend> GeluOps for B {
-    fn fused_gelu(x: FloatTensor<B>) -> FloatTensor<B> {
+    fn fused_gelu(x: FloatTensor<B>, approximation: Approximation) -> FloatTensor<B> {
         with_float!(x.dtype(), E => {
             let xs = x.values::<E>();
             let mut y = Output::new(xs.len(), "gelu: y");
-            kernel::gelu(&xs, y.slots());
+            kernel::gelu(&xs, y.slots(), approximation);
             // SAFETY: gelu writes every element of its output.
             HostTensor::from_values(unsafe { y.written() }, x.dims())
         })
@@ -52,13 +67,16 @@ impl<B: CpuBackend> GeluOps for B {
 }
 
 impl<B: CpuBackend, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
-    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        record::<B, C, _, 1>([x], GeluBackward, |[x]| (B::fused_gelu(x.clone()), x))
+    fn fused_gelu(x: FloatTensor<Self>, approximation: Approximation) -> FloatTensor<Self> {
+        let backward = GeluBackward(approximation);
+        record::<B, C, _, 1>([x], backward, |[x]| {
+            (B::fused_gelu(x.clone(), approximation), x)
+        })
     }
 }
 
 #[derive(Debug)]
-struct GeluBackward;
+struct GeluBackward(Approximation);
 
 impl<B: CpuBackend> Backward<B, 1> for GeluBackward {
     /// The input.
@@ -66,16 +84,16 @@ impl<B: CpuBackend> Backward<B, 1> for GeluBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let x = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |dy| backward(x, dy));
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| backward(x, dy, self.0));
     }
 }
 
 /// `dx` from the input `x` and the output's gradient `dy`.
-fn backward<T: HostTensor>(x: T, dy: T) -> T {
+fn backward<T: HostTensor>(x: T, dy: T, approximation: Approximation) -> T {
     with_float!(x.dtype(), E => {
         let (xs, dys) = (x.values::<E>(), dy.values::<E>());
         let mut dx = Output::new(xs.len(), "gelu backward: dx");
-        kernel::gelu_backward(&xs, &dys, dx.slots());
+        kernel::gelu_backward(&xs, &dys, dx.slots(), approximation);
         // SAFETY: gelu_backward writes every element of its output.
         T::from_values(unsafe { dx.written() }, x.dims())
     })
