@@ -50,6 +50,8 @@ pub struct BenchReport {
     pub n_head: usize,
     pub context: usize,
     pub batch_size: usize,
+    /// Micro-batches of `batch_size` per step.
+    pub grad_accum: usize,
     pub params: usize,
     pub warmup_steps: usize,
     pub timed_steps: usize,
@@ -117,7 +119,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
 
     let m = &config.model;
     let gpt = m.gpt(vocab);
-    let tokens = (config.train.batch_size * m.context) as f64;
+    let tokens = (config.train.grad_accum * config.train.batch_size * m.context) as f64;
     let flops_per_token =
         6.0 * gpt.num_matmul_params() as f64 + 12.0 * (m.n_layer * m.d_model * m.context) as f64;
     let median_step_ms = percentile(&times, 0.5);
@@ -146,6 +148,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         n_head: m.n_head,
         context: m.context,
         batch_size: config.train.batch_size,
+        grad_accum: config.train.grad_accum,
         params: gpt.num_params(),
         warmup_steps: spec.warmup,
         timed_steps: spec.steps,
@@ -220,8 +223,17 @@ impl std::fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  {} params, batch {} x context {}, {} timed steps after {} warm-up",
-            self.params, self.batch_size, self.context, self.timed_steps, self.warmup_steps
+            "  {} params, batch {}{} x context {}, {} timed steps after {} warm-up",
+            self.params,
+            self.batch_size,
+            if self.grad_accum > 1 {
+                format!(" x {} micro-batches", self.grad_accum)
+            } else {
+                String::new()
+            },
+            self.context,
+            self.timed_steps,
+            self.warmup_steps
         )?;
         writeln!(
             f,

@@ -73,7 +73,7 @@ fn run(args: &TrainArgs) -> Result<()> {
     let mut trainer = Trainer::start(config.clone(), data, selected.device.clone(), start)?;
     let gpt = m.gpt(vocab);
     println!(
-        "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs",
+        "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs{}",
         m.d_model,
         m.n_layer,
         m.n_head,
@@ -81,7 +81,11 @@ fn run(args: &TrainArgs) -> Result<()> {
         gpt.vocab_size,
         gpt.num_params(),
         config.train.steps,
-        config.train.batch_size,
+        config.train.grad_accum * config.train.batch_size,
+        match config.train.grad_accum {
+            1 => String::new(),
+            n => format!(" ({n} micro-batches of {})", config.train.batch_size),
+        },
     );
     if trainer.start_step() > 0 {
         println!("resuming after step {}", trainer.start_step());

@@ -4,7 +4,8 @@
 //!
 //! The terms follow what a CPU training step holds at its peak (f32 everywhere):
 //! - per parameter, 40 bytes: the weight, its gradient and AdamW's two moments (16), and a
-//!   checkpoint's copies (the model and optimizer records and their serialized bytes, 24);
+//!   checkpoint's copies (the model and optimizer records and their serialized bytes, 24); with
+//!   gradient accumulation 4 more, the sum beside the micro-batch's gradient;
 //! - the activations the backward pass needs, per block: the block input, both LayerNorm outputs
 //!   and their statistics, `qkv` (3d), the attention output, the MLP's hidden layer before and
 //!   after GELU (4d each), i.e. `16d + 4` floats per token, and each query's log-sum-exp of its
@@ -13,7 +14,9 @@
 //!   and the head's input gradient (`3d + 2` per token): the fused head and loss scores the
 //!   logits in chunks of rows (two chunks of about 8 MiB) and keeps no logits for backward;
 //!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
-//!   on top of the step's peak, not in its place;
+//!   on top of the step's peak, not in its place; `batch_size` is the micro-batch's, since
+//!   micro-batches run one after the other;
+//! - with dropout, its masks and the attention probabilities, which the attention then keeps;
 //! - the data in memory (a text's tokens, about 8 bytes each with the text and its encoding
 //!   while the run starts; token files are mapped and only the windows drawn are read) and the
 //!   runtime (code,
@@ -46,19 +49,33 @@ impl Footprint {
         let params = m.gpt(vocab_size).num_params();
         let (b, t) = (config.train.batch_size as f64, m.context as f64);
         let (d, h, v) = (m.d_model as f64, m.n_head as f64, vocab_size as f64);
-        let per_block = b * t * (16.0 * d + 4.0 + h);
+        let mut per_block = b * t * (16.0 * d + 4.0 + h);
+        let mut embeddings = 0.0;
+        if m.dropout > 0.0 {
+            // The masks of both residual branches, and the composed attention's probabilities:
+            // the scores, their softmax, its mask and the dropped-out result, `h x T x T` each.
+            per_block += b * t * 2.0 * d + 4.0 * b * h * t * t;
+            embeddings = b * t * d;
+        }
         let rows = b * t;
         let chunk = rows.min(chunk_rows(vocab_size) as f64) * v;
         let head = rows * (3.0 * d + 2.0) + 2.0 * chunk;
+        // With accumulation, the gradients summed so far sit beside the next micro-batch's.
+        let bytes_per_param = BYTES_PER_PARAM
+            + if config.train.grad_accum > 1 {
+                F32
+            } else {
+                0.0
+            };
         Self {
             terms: vec![
                 (
                     "activations".to_string(),
-                    F32 * (m.n_layer as f64 * per_block + head),
+                    F32 * (m.n_layer as f64 * per_block + embeddings + head),
                 ),
                 (
                     format!("{params} parameters"),
-                    BYTES_PER_PARAM * params as f64,
+                    bytes_per_param * params as f64,
                 ),
                 (
                     "data+runtime".to_string(),

@@ -13,6 +13,8 @@ pub enum Stream {
     TrainBatches = 1,
     EvalBatches = 2,
     Sampling = 3,
+    /// Seeds the device's generator before each training step, which draws dropout's masks.
+    Dropout = 4,
 }
 
 impl SplitMix64 {

@@ -46,11 +46,17 @@ impl RunConfig {
         if let Some((field, why)) = self.model.gpt(1).invalid() {
             return Some((format!("model.{field}"), why));
         }
-        let checks: [(&'static str, bool, String); 10] = [
+        let checks: [(&'static str, bool, String); 11] = [
             (
                 "train.batch_size",
                 t.batch_size > 0,
                 "expected a positive integer, got 0".into(),
+            ),
+            (
+                "train.grad_accum",
+                t.grad_accum > 0,
+                "expected a positive integer (micro-batches per step; 1: no accumulation), got 0"
+                    .into(),
             ),
             (
                 "train.keep_last",

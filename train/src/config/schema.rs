@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use ember_model::GptConfig;
+use ember_model::{Activation, GptConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -41,6 +41,13 @@ pub struct ModelSection {
     pub tie_embeddings: bool,
     /// A bias on the head (nanoGPT's head has none).
     pub head_bias: bool,
+    /// The MLP's nonlinearity: `gelu` (exact, as nanoGPT) or `gelu_tanh` (GPT-2's
+    /// approximation, what its weights were trained with; `ember import --hf` sets it).
+    pub activation: Activation,
+    /// Dropout probability (embeddings, attention probabilities, residual branches, as
+    /// nanoGPT), in training steps only; nanoGPT suggests 0.1 and more for fine-tuning. Above 0
+    /// the attention runs its composed form, which keeps the probabilities (slower, more memory).
+    pub dropout: f64,
 }
 
 impl Default for ModelSection {
@@ -53,6 +60,8 @@ impl Default for ModelSection {
             bias: true,
             tie_embeddings: false,
             head_bias: true,
+            activation: Activation::Gelu,
+            dropout: 0.0,
         }
     }
 }
@@ -70,6 +79,8 @@ impl ModelSection {
         .with_bias(self.bias)
         .with_tie_embeddings(self.tie_embeddings)
         .with_head_bias(self.head_bias)
+        .with_activation(self.activation)
+        .with_dropout(self.dropout)
     }
 }
 
@@ -79,8 +90,13 @@ impl ModelSection {
 pub struct TrainSection {
     /// Optimizer steps in the run (the small preset's 3000 take about two minutes on 2 cores).
     pub steps: usize,
-    /// Sequences per step; tokens per step = `batch_size * context`.
+    /// Sequences per micro-batch; tokens per optimizer step = `grad_accum * batch_size *
+    /// context`.
     pub batch_size: usize,
+    /// Micro-batches per optimizer step (nanoGPT's `gradient_accumulation_steps`): each
+    /// micro-batch's loss is scaled by `1/grad_accum` and the gradients summed, so that a step
+    /// equals one of `grad_accum * batch_size` sequences, in the memory of one micro-batch.
+    pub grad_accum: usize,
     /// Peak learning rate, reached after the warmup.
     pub lr: f64,
     /// The cosine decay ends here, at the last step.
@@ -120,6 +136,7 @@ impl Default for TrainSection {
         Self {
             steps: 3000,
             batch_size: 32,
+            grad_accum: 1,
             lr: 1e-3,
             min_lr: 1e-4,
             warmup: 100,

@@ -1,5 +1,6 @@
-//! The training loop, phase by phase as nanoGPT's: evaluate when due, draw a batch, forward,
-//! backward, clip the global gradient norm, step AdamW with the scheduled learning rate, log.
+//! The training loop, phase by phase as nanoGPT's: evaluate when due, draw a batch, forward and
+//! backward (once per micro-batch, the gradients summed), clip the global gradient norm, step
+//! AdamW with the scheduled learning rate, log.
 //!
 //! # The step scope
 //! Each step is bracketed by [`StepHooks::begin_step`] and [`StepHooks::end_step`]. Everything a
@@ -20,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, s};
 use ember_model::Gpt;
 
 use crate::checkpoint::{Checkpoints, SettingChange};
@@ -113,7 +114,7 @@ impl Trainer {
     /// Runs every step of the config, evaluating and sampling when due.
     pub fn train(&mut self, hooks: &mut dyn StepHooks) -> Result<Summary, TrainError> {
         let t = self.config.train.clone();
-        let tokens_per_step = (t.batch_size * self.config.model.context) as f64;
+        let tokens_per_step = (t.grad_accum * t.batch_size * self.config.model.context) as f64;
         let start = Instant::now();
         let (mut train_time, mut window_time, mut window_steps) = (0.0, 0.0, 0usize);
         // A new run evaluates its initial model; a resumed one already did.
@@ -216,22 +217,43 @@ impl Trainer {
             || tracing::enabled!(tracing::Level::TRACE);
         let mut clock = PhaseClock::new(verbose, self.sync_phases || verbose, &self.device, step);
 
+        // The step's whole batch, as one process draws it whatever the accumulation, so that
+        // `grad_accum = N` trains on the sequences of `batch_size * N` without accumulation.
+        let (micro, n) = (t.batch_size, t.grad_accum);
         let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
         let batch = self.data.batch(
             Split::Train,
-            t.batch_size,
+            micro * n,
             self.config.model.context,
             &mut rng,
             &self.device,
         )?;
+        if self.config.model.dropout > 0.0 {
+            // Dropout's masks come from the device's generator: keyed by the step, a resumed run
+            // draws the masks an uninterrupted one would.
+            let key = SplitMix64::keyed(t.seed, Stream::Dropout, step as u64).next_u64();
+            self.device.seed(key);
+        }
         let data = clock.phase("data");
-        let loss = self.model.loss(batch.inputs, batch.targets);
-        let forward = clock.phase("forward");
-        let grads = loss.backward();
-        let backward = clock.phase("backward");
-        let mut grads = GradientsParams::from_grads(grads, &self.model);
+        let (mut forward, mut backward, mut loss) = (0.0, 0.0, 0.0);
+        let mut accumulated = GradientsAccumulator::<Gpt>::new();
+        for i in 0..n {
+            let rows = i * micro..(i + 1) * micro;
+            let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
+            let (inputs, targets) = (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
+            let mut micro_loss = self.model.loss(inputs, targets);
+            if n > 1 {
+                micro_loss = micro_loss.div_scalar(n as f64);
+            }
+            forward += clock.phase("forward");
+            let grads = GradientsParams::from_grads(micro_loss.backward(), &self.model);
+            loss += f64::from(micro_loss.into_scalar::<f32>());
+            // Adds into the sum; the first micro-batch's gradients are moved in, not copied.
+            accumulated.accumulate(&self.model, grads);
+            backward += clock.phase("backward");
+        }
+        let mut grads = accumulated.grads();
         let grad_norm = clip_global_norm(&self.model, &mut grads, t.grad_clip);
-        let loss = f64::from(loss.into_scalar::<f32>());
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
