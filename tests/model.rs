@@ -9,6 +9,7 @@ use common::{Randomize, cpu, values};
 use ember_model::{Gpt, GptConfig};
 use ember_train::config::{ConfigBuilder, PRESETS};
 use ember_train::rng::SplitMix64;
+use ember_train::tokenizer::Tokenizer;
 
 fn tokens(rows: &[&[i64]]) -> Tensor<2, Int> {
     let (b, t) = (rows.len(), rows[0].len());
@@ -37,6 +38,15 @@ fn presets_have_the_documented_shapes_and_sizes() {
         assert_eq!(model.num_params(), *params, "{name}: model vs formula");
         let logits = model.forward(tokens(&[&[1, 2, 3], &[4, 5, 6]]));
         assert_eq!(logits.dims(), [2, 3, 65], "{name}");
+    }
+    // GPT-2's presets: OpenAI's sizes with the padded vocabulary (124,439,808 and 354,823,168
+    // with its own 50,257), counted but not built here.
+    for (name, params) in [("gpt2", 124_475_904), ("gpt2-medium", 354_871_296)] {
+        let config = ConfigBuilder::preset(name).unwrap().build().unwrap();
+        let vocab = config.model_vocab(&Tokenizer::Gpt2).unwrap();
+        assert_eq!(config.model.gpt(vocab).num_params(), params, "{name}");
+        let unpadded = config.model.gpt(50_257).num_params();
+        assert_eq!(params - unpadded, 47 * config.model.d_model, "{name}");
     }
     // `bias` is the blocks' and the final LayerNorm's; the head's is `head_bias`.
     let no_bias = GptConfig::new(65, 64, 1, 4, 64).with_bias(false);

@@ -12,6 +12,9 @@ pub enum ModelError {
     /// A shape Ember cannot build (`field`: why).
     #[error("model shape: {field}: {why}")]
     Shape { field: String, why: String },
+    /// A Hugging Face `config.json` that is not GPT-2's, or a GPT-2 Ember cannot hold or write.
+    #[error("config.json: {0}")]
+    HfConfig(String),
     /// A tensor the model needs that is missing, or of the wrong type or shape.
     #[error("{0}")]
     Tensor(String),

@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod export;
 mod gpt;
+mod hf;
 mod layers;
 mod parameters;
 
@@ -17,5 +18,6 @@ pub use config::{Activation, GptConfig};
 pub use error::ModelError;
 pub use export::{from_safetensors, to_safetensors};
 pub use gpt::{Gpt, Head, KvCache};
+pub use hf::{from_hf, to_hf};
 pub use layers::LAYER_NORM_EPS;
 pub use parameters::{Parameter, parameters, with_values};

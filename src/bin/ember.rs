@@ -4,7 +4,7 @@
 //! training throughput.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -14,7 +14,7 @@ use ember::eval::EvalSpec;
 use ember::import::ImportSpec;
 use ember::report;
 use ember::saved::SavedModel;
-use ember_model::to_safetensors;
+use ember_model::{to_hf, to_safetensors};
 use ember_train::prepare::PrepareSpec;
 use ember_train::run_dir::atomic_write;
 use ember_train::tokenizer::TokenizerKind;
@@ -30,17 +30,24 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write a checkpoint's weights as safetensors with nanoGPT's tensor names (see the README).
+    /// Write a checkpoint's weights as safetensors with nanoGPT's tensor names, or as a
+    /// Hugging Face GPT2LMHeadModel folder (see the README).
     Export {
         /// A run folder (its latest checkpoint) or a checkpoint folder.
         #[arg(long, value_name = "DIR")]
         run: PathBuf,
-        /// The file to write.
-        #[arg(long, value_name = "FILE")]
+        /// The file to write (nanogpt), or the folder (hf: config.json, model.safetensors and
+        /// a BPE run's tokenizer.json).
+        #[arg(long, value_name = "PATH")]
         out: PathBuf,
+        /// nanogpt (a state dict nanoGPT's GPT loads) or hf (a folder transformers'
+        /// GPT2LMHeadModel.from_pretrained loads).
+        #[arg(long, default_value = "nanogpt", value_parser = ["nanogpt", "hf"])]
+        format: String,
     },
-    /// Turn a safetensors file with nanoGPT's names (a nanoGPT state dict or an Ember export)
-    /// into a run folder that `generate` reads and `train --resume` fine-tunes.
+    /// Turn a safetensors file with nanoGPT's names (a nanoGPT state dict or an Ember export),
+    /// or a Hugging Face GPT-2 folder, into a run folder that `generate` reads and
+    /// `train --resume` fine-tunes.
     Import {
         #[command(flatten)]
         spec: ImportSpec,
@@ -94,15 +101,42 @@ enum Command {
     },
 }
 
+/// `ember export --format hf`: `out` becomes a folder `GPT2LMHeadModel.from_pretrained` loads.
+fn export_hf(saved: &SavedModel, out: &Path) -> Result<()> {
+    let (config, weights) = to_hf(&saved.model, &saved.gpt)
+        .with_context(|| format!("{}: cannot export", saved.checkpoint.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let mut files = vec![
+        ("config.json", config.into_bytes()),
+        ("model.safetensors", weights),
+    ];
+    if let Some((name, text)) = saved.tokenizer.file().filter(|(n, _)| *n != VOCAB_JSON) {
+        files.push((name, text.into_bytes()));
+    }
+    for (name, bytes) in &files {
+        let path = out.join(name);
+        atomic_write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    println!(
+        "wrote {} (config.json, model.safetensors) from {}",
+        out.display(),
+        saved.checkpoint.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     ember::cli::main_with(|| run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {
     match args.command {
-        Command::Export { run, out } => {
+        Command::Export { run, out, format } => {
             let device = ember::backend::select("auto", 0)?.device;
             let saved = SavedModel::load(&run, &device)?;
+            if format == "hf" {
+                return export_hf(&saved, &out);
+            }
             let mut metadata = HashMap::from([
                 ("step".to_string(), saved.state.step.to_string()),
                 ("tokenizer".to_string(), saved.tokenizer.kind().to_string()),
@@ -133,7 +167,7 @@ fn run(args: Args) -> Result<()> {
             let checkpoint = ember::import::run(&spec)?;
             println!(
                 "imported {} into {}\nnext: generate --run {} | train --resume {} --steps N",
-                spec.from.display(),
+                spec.source().display(),
                 checkpoint.display(),
                 spec.run.display(),
                 spec.run.display()

@@ -15,11 +15,16 @@ use crate::TrainError;
 
 /// The shipped presets, embedded so that the binary works from any folder. Each says only how
 /// it differs from the defaults (in `schema.rs`); `small` is the defaults.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 6] = [
     ("tiny", include_str!("../../../configs/tiny.toml")),
     ("small", include_str!("../../../configs/small.toml")),
     ("medium", include_str!("../../../configs/medium.toml")),
     ("large", include_str!("../../../configs/large.toml")),
+    ("gpt2", include_str!("../../../configs/gpt2.toml")),
+    (
+        "gpt2-medium",
+        include_str!("../../../configs/gpt2-medium.toml"),
+    ),
 ];
 
 /// The preset a run starts from when none is named.
@@ -223,7 +228,9 @@ mod tests {
                 (64, 1, 4, 64),
                 (128, 2, 4, 64),
                 (256, 4, 8, 64),
-                (512, 6, 8, 64)
+                (512, 6, 8, 64),
+                (768, 12, 12, 1024),
+                (1024, 24, 16, 1024)
             ]
         );
     }
