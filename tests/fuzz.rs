@@ -1,6 +1,7 @@
 //! Bounded fuzzing of everything Ember reads from a file or a command line: the config loader
 //! (TOML and `--set`), the vocabulary, the checkpoint (manifest, state, model and optimizer
-//! records), safetensors, and token datasets (`meta.json`, a BPE's `tokenizer.json`, the token
+//! records), safetensors (nanoGPT's names, and a Hugging Face GPT-2 folder's config.json and
+//! weights), and token datasets (`meta.json`, a BPE's `tokenizer.json`, the token
 //! files, and the windows drawn from them). Inputs are real files with random bytes changed or cut off, and
 //! random text; every reader must answer with an error, never a panic, and never allocate much
 //! more than its input (a length field that says "a terabyte" must not be believed).
@@ -22,7 +23,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use burn_pack::Scalar;
 use ember::memory::{GLOBAL_COUNTERS, TrackingAllocator};
-use ember_model::{Gpt, GptConfig, from_safetensors, to_safetensors};
+use ember_model::{Gpt, GptConfig, from_hf, from_safetensors, to_safetensors};
 use ember_train::checkpoint::{self, CheckpointFiles};
 use ember_train::config::ConfigBuilder;
 use ember_train::tokenizer::CharTokenizer;
@@ -239,6 +240,15 @@ proptest! {
     fn safetensors_never_panic(bytes in mutated(leak(exported()))) {
         let _ = bounded(&bytes, || from_safetensors(&bytes, &common::cpu(), None));
     }
+
+    #[test]
+    fn hugging_face_folders_never_panic(
+        config in text_like(include_str!("fixtures/hf/tiny-gpt2/config.json")),
+        weights in mutated(include_bytes!("fixtures/hf/tiny-gpt2/model.safetensors")),
+    ) {
+        let input = [config.as_bytes(), &weights].concat();
+        let _ = bounded(&input, || from_hf(&config, &weights, &common::cpu()));
+    }
 }
 
 /// A file of a BPE dataset prepared from the tokens fixture (made once).
@@ -387,6 +397,9 @@ fn the_seeds_themselves_load() {
     );
     assert_eq!(model.num_params(), gpt.num_params());
     assert!(from_safetensors(&exported(), &common::cpu(), None).is_ok());
+    let hf_config = include_str!("fixtures/hf/tiny-gpt2/config.json");
+    let hf_weights = include_bytes!("fixtures/hf/tiny-gpt2/model.safetensors");
+    assert!(from_hf(hf_config, hf_weights, &common::cpu()).is_ok());
     assert!(
         ConfigBuilder::from_toml(include_str!("../configs/small.toml"), "small.toml")
             .and_then(ConfigBuilder::build)
