@@ -39,6 +39,10 @@ pub trait HostTensor: Sized {
     /// The values of an integer tensor, as indices.
     fn indices(&self) -> Vec<usize>;
     fn from_values<E: HostFloat>(values: Vec<E>, dims: Vec<usize>) -> Self;
+    /// The values, in row-major order, to update in place: the tensor's own buffer when nothing
+    /// else shares it, else a copy it then holds (copy on write), made contiguous first if the
+    /// tensor is a view. Panics if the tensor does not hold `E`.
+    fn values_mut<E: HostFloat>(&mut self) -> &mut [E];
 }
 
 /// An element type both the kernels and the backends support: `f32` and `f64`.
@@ -52,6 +56,9 @@ pub trait HostFloat: Float + burn::tensor::Element + bytemuck::Pod {
     fn ndarray_values(t: &NdArrayTensor) -> Option<Cow<'_, [Self]>>;
     #[cfg(feature = "ndarray")]
     fn ndarray_tensor(values: SharedArray<Self>) -> NdArrayTensor;
+    /// NdArray's values of this element type to update in place, if `t` holds them.
+    #[cfg(feature = "ndarray")]
+    fn ndarray_values_mut(t: &mut NdArrayTensor) -> Option<&mut [Self]>;
 }
 
 macro_rules! host_float {
@@ -75,6 +82,22 @@ macro_rules! host_float {
             #[cfg(feature = "ndarray")]
             fn ndarray_tensor(values: SharedArray<Self>) -> NdArrayTensor {
                 values.into()
+            }
+            #[cfg(feature = "ndarray")]
+            fn ndarray_values_mut(t: &mut NdArrayTensor) -> Option<&mut [Self]> {
+                let NdArrayTensor::$variant(storage) = t else {
+                    return None;
+                };
+                let array = storage.ensure_owned();
+                if !array.is_standard_layout() {
+                    *array = array.as_standard_layout().into_owned().into_shared();
+                }
+                // `ArcArray` copies the buffer first if another array shares it.
+                Some(
+                    array
+                        .as_slice_mut()
+                        .expect("a standard-layout array is a slice"),
+                )
             }
         }
     };
@@ -118,6 +141,11 @@ impl HostTensor for NdArrayTensor {
             .expect("the kernel wrote as many values as the shape holds");
         E::ndarray_tensor(array.into_shared())
     }
+    fn values_mut<E: HostFloat>(&mut self) -> &mut [E] {
+        let dtype = HostTensor::dtype(self);
+        E::ndarray_values_mut(self)
+            .unwrap_or_else(|| panic!("expected a {:?} tensor, got {dtype:?}", E::dtype()))
+    }
 }
 
 #[cfg(feature = "flex")]
@@ -147,6 +175,15 @@ impl HostTensor for FlexTensor {
     }
     fn from_values<E: HostFloat>(values: Vec<E>, dims: Vec<usize>) -> Self {
         FlexTensor::from_data(burn::tensor::TensorData::new(values, dims))
+    }
+    fn values_mut<E: HostFloat>(&mut self) -> &mut [E] {
+        let len = HostTensor::dims(self).iter().product();
+        if self.as_slice::<E>().is_none() {
+            *self = self.to_contiguous();
+        }
+        // `storage_mut` copies the buffer first if another tensor shares it; a contiguous
+        // tensor's values are the first `len` of its buffer.
+        &mut self.storage_mut::<E>()[..len]
     }
 }
 

@@ -43,7 +43,7 @@ impl Trainer {
         train_time_s: f64,
     ) -> Result<PathBuf, TrainError> {
         let files = CheckpointFiles::encode(
-            &self.model,
+            self.model(),
             &self.optim,
             step,
             train_time_s,

@@ -24,7 +24,7 @@ impl Trainer {
         if t.eval_iters == 0 {
             return Ok(None);
         }
-        let model = self.model.valid();
+        let model = self.model().valid();
         let device = self.device.clone().without_autodiff();
         let mean = |split: Split, stream_step: u64| -> Result<f64, TrainError> {
             let mut rng = SplitMix64::keyed(t.seed, Stream::EvalBatches, stream_step);
@@ -73,7 +73,7 @@ impl Trainer {
         let mut rng = SplitMix64::keyed(t.seed, Stream::Sampling, step as u64);
         let device = self.device.clone().without_autodiff();
         let ids = generate(
-            &self.model.valid(),
+            &self.model().valid(),
             start,
             t.sample_tokens,
             SamplingConfig::default(),

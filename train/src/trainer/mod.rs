@@ -66,7 +66,8 @@ pub struct Trainer {
     /// tokenizer builds on first use (GPT-2's 10 MB of tables) is not counted against a step.
     sample_prompt: Vec<u32>,
     data: Dataset,
-    model: Gpt,
+    /// The model; `None` only while the optimizer holds it (see [`Trainer::model`]).
+    model: Option<Gpt>,
     optim: ModuleOptimizer,
     schedule: LrSchedule,
     run_dir: PathBuf,
@@ -241,19 +242,19 @@ impl Trainer {
             let rows = i * micro..(i + 1) * micro;
             let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
             let (inputs, targets) = (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
-            let mut micro_loss = self.model.loss(inputs, targets);
+            let mut micro_loss = self.model().loss(inputs, targets);
             if n > 1 {
                 micro_loss = micro_loss.div_scalar(n as f64);
             }
             forward += clock.phase("forward");
-            let grads = GradientsParams::from_grads(micro_loss.backward(), &self.model);
+            let grads = GradientsParams::from_grads(micro_loss.backward(), self.model());
             loss += f64::from(micro_loss.into_scalar::<f32>());
             // Adds into the sum; the first micro-batch's gradients are moved in, not copied.
-            accumulated.accumulate(&self.model, grads);
+            accumulated.accumulate(self.model(), grads);
             backward += clock.phase("backward");
         }
         let mut grads = accumulated.grads();
-        let grad_norm = clip_global_norm(&self.model, &mut grads, t.grad_clip);
+        let grad_norm = clip_global_norm(self.model(), &mut grads, t.grad_clip);
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -265,7 +266,13 @@ impl Trainer {
             }
         }
         let clip = clock.phase("clip");
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        // Handed over, not cloned: with no other holder of the parameters and moments, AdamW
+        // updates them in place instead of faulting in fresh memory for new ones every step.
+        let model = self
+            .model
+            .take()
+            .expect("the trainer holds its model between steps");
+        self.model = Some(self.optim.step(lr, model, grads));
         let optimizer = clock.phase("optimizer");
         Ok(Update {
             lr,
@@ -279,6 +286,13 @@ impl Trainer {
                 optimizer,
             },
         })
+    }
+
+    /// The model being trained.
+    fn model(&self) -> &Gpt {
+        self.model
+            .as_ref()
+            .expect("the trainer holds its model between steps")
     }
 
     /// Synchronize the device after every phase so that phase times are exact on asynchronous

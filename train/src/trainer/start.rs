@@ -108,7 +108,7 @@ impl Trainer {
             sample_prompt: sample_prompt(&tokenizer),
             tokenizer,
             data: dataset,
-            model,
+            model: Some(model),
             schedule,
             run_dir,
             metrics,

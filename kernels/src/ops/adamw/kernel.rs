@@ -10,7 +10,6 @@
 use rayon::prelude::*;
 
 use crate::cpu::simd::vectorized;
-use crate::cpu::vector::Sink;
 use crate::cpu::{Float, TASK_ELEMENTS};
 
 /// The hyperparameters of one step; `time` counts the updates including this one (1 first).
@@ -24,32 +23,13 @@ pub struct AdamWStep {
     pub time: i32,
 }
 
-/// Writes (every element of) the updated parameter and moments; `m` and `v` are the moments before the step
-/// (zeros before the first).
-#[allow(clippy::too_many_arguments)] // four tensors in, three out, and the step
-pub fn adamw<E: Float, O: Sink<E>>(
-    param: &[E],
-    grad: &[E],
-    m: &[E],
-    v: &[E],
-    step: AdamWStep,
-    out_param: &mut [O],
-    out_m: &mut [O],
-    out_v: &mut [O],
-) {
+/// Updates the parameter and both moments in place; `m` and `v` are the moments before the step
+/// (zeros before the first). In place because the optimizer owns them: at GPT-2's size a step
+/// that wrote new tensors would fault in 1.5 GB of fresh pages (`mmap`ed by the allocator and
+/// returned when freed) every step, which took longer than the update itself.
+pub fn adamw<E: Float>(param: &mut [E], grad: &[E], m: &mut [E], v: &mut [E], step: AdamWStep) {
     let n = param.len();
-    assert!(
-        [
-            grad.len(),
-            m.len(),
-            v.len(),
-            out_param.len(),
-            out_m.len(),
-            out_v.len()
-        ]
-        .iter()
-        .all(|&len| len == n)
-    );
+    assert!([grad.len(), m.len(), v.len()].iter().all(|&len| len == n));
     let c = |x: f64| E::from_f64(x);
     let (b1, b2, eps, lr) = (c(step.beta1), c(step.beta2), c(step.eps), c(step.lr));
     let (f1, f2) = (c(1.0 - step.beta1), c(1.0 - step.beta2));
@@ -57,16 +37,13 @@ pub fn adamw<E: Float, O: Sink<E>>(
     let correction1 = c(1.0 - step.beta1.powi(step.time));
     let correction2 = c(1.0 - step.beta2.powi(step.time));
     let decay = c(1.0 - step.lr * step.weight_decay);
-    let outs = out_param
+    let state = param
         .par_chunks_mut(TASK_ELEMENTS)
-        .zip(out_m.par_chunks_mut(TASK_ELEMENTS))
-        .zip(out_v.par_chunks_mut(TASK_ELEMENTS));
-    let ins = param
-        .par_chunks(TASK_ELEMENTS)
+        .zip(m.par_chunks_mut(TASK_ELEMENTS))
+        .zip(v.par_chunks_mut(TASK_ELEMENTS));
+    state
         .zip(grad.par_chunks(TASK_ELEMENTS))
-        .zip(m.par_chunks(TASK_ELEMENTS).zip(v.par_chunks(TASK_ELEMENTS)));
-    outs.zip(ins)
-        .for_each(|(((op, om), ov), ((p, g), (m, v)))| {
+        .for_each(|(((p, m), v), g)| {
             vectorized(
                 #[inline(always)]
                 || {
@@ -74,9 +51,9 @@ pub fn adamw<E: Float, O: Sink<E>>(
                         let mi = b1 * m[i] + f1 * g[i];
                         let vi = b2 * v[i] + f2 * (g[i] * g[i]);
                         let delta = (mi / correction1) / ((vi / correction2).sqrt() + eps);
-                        op[i].put(p[i] * decay - delta * lr);
-                        om[i].put(mi);
-                        ov[i].put(vi);
+                        p[i] = p[i] * decay - delta * lr;
+                        m[i] = mi;
+                        v[i] = vi;
                     }
                 },
             )

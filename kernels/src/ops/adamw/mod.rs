@@ -1,6 +1,7 @@
 //! One AdamW update of a parameter tensor: what the optimizer calls (fused on the CPU, composed
-//! from Burn ops elsewhere) and the fused op's host adapter; an optimizer's update is not
-//! differentiated. The kernel, and the formula, are in [`kernel`].
+//! from Burn ops elsewhere) and the fused op's host adapter, which updates the tensors in place
+//! when nothing else holds them; an optimizer's update is not differentiated. The kernel, and
+//! the formula, are in [`kernel`].
 
 pub mod kernel;
 
@@ -11,7 +12,7 @@ use burn::tensor::Tensor;
 
 use crate::fused::autodiff::constant;
 use crate::fused::fused;
-use crate::fused::host::{CpuBackend, HostTensor, Output, with_float};
+use crate::fused::host::{CpuBackend, HostTensor, with_float};
 use kernel::AdamWStep;
 
 /// One AdamW update of `param` with `grad`: `(param, m, v)` after the step, from the moments
@@ -63,22 +64,18 @@ pub trait AdamWOps: Backend {
 
 impl<B: CpuBackend> AdamWOps for B {
     fn fused_adamw(state: ParamState<B>, grad: FloatTensor<B>, step: AdamWStep) -> ParamState<B> {
-        let ParamState { param, m, v } = state;
+        let ParamState {
+            mut param,
+            mut m,
+            mut v,
+        } = state;
         with_float!(param.dtype(), E => {
-            let dims = param.dims();
-            let (p, g, m, v) = (param.values::<E>(), grad.values::<E>(), m.values::<E>(), v.values::<E>());
-            let [mut op, mut om, mut ov] =
-                ["adamw: param", "adamw: m", "adamw: v"].map(|name| Output::new(p.len(), name));
-            kernel::adamw(&p, &g, &m, &v, step, op.slots(), om.slots(), ov.slots());
-            // SAFETY: adamw writes every element of its outputs.
-            unsafe {
-                ParamState {
-                    param: HostTensor::from_values(op.written(), dims.clone()),
-                    m: HostTensor::from_values(om.written(), dims.clone()),
-                    v: HostTensor::from_values(ov.written(), dims),
-                }
-            }
-        })
+            let g = grad.values::<E>();
+            // The optimizer hands over tensors nothing else holds: updated where they are.
+            let (p, m_, v_) = (param.values_mut::<E>(), m.values_mut::<E>(), v.values_mut::<E>());
+            kernel::adamw(p, &g, m_, v_, step);
+        });
+        ParamState { param, m, v }
     }
 }
 
