@@ -114,8 +114,13 @@ fn an_export_is_the_folder_transformers_saved() {
     assert_eq!(again, config);
 }
 
-fn ember(args: &[&str]) -> std::process::Output {
-    common::ember_bin(args).output().unwrap()
+/// `ember import --hf FOLDER --run RUN` with `extra` arguments.
+fn import_hf(folder: &Path, run: &Path, extra: &[&str]) -> std::process::Output {
+    let (folder, run) = (folder.to_str().unwrap(), run.to_str().unwrap());
+    common::ember_bin(&["import", "--hf", folder, "--run", run])
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 /// The fixture's 96 tokens as characters: printable ASCII and the newline.
@@ -145,20 +150,18 @@ fn import_hf_makes_a_run_that_generates_and_fine_tunes() {
         format!("{chars}To be, or not to be, that is the question.\n").repeat(30),
     )
     .unwrap();
-    let from = fixture().join("tiny-gpt2");
-    let o = ember(&[
-        "import",
-        "--hf",
-        from.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--vocab",
-        vocab.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--config",
-        recipe.to_str().unwrap(),
-    ]);
+    let o = import_hf(
+        &fixture().join("tiny-gpt2"),
+        &run,
+        &[
+            "--vocab",
+            vocab.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--config",
+            recipe.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", out_err(&o));
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     for line in [
@@ -223,13 +226,7 @@ fn gpt2s_vocabulary_imports_with_gpt2s_tokenizer_from_either_naming() {
     for hub in [false, true] {
         let folder = gpt2_vocabulary_folder(dir.path(), hub);
         let run = dir.path().join(format!("run-{hub}"));
-        let o = ember(&[
-            "import",
-            "--hf",
-            folder.to_str().unwrap(),
-            "--run",
-            run.to_str().unwrap(),
-        ]);
+        let o = import_hf(&folder, &run, &[]);
         assert!(o.status.success(), "hub naming {hub}: {}", out_err(&o));
         let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
         assert!(config.contains("tokenizer = \"gpt2\""), "{config}");
@@ -254,15 +251,7 @@ fn refused(damage: impl Fn(&Path), expect: &str) {
     damage(&folder);
     let vocab = char_vocabulary(dir.path());
     let run = dir.path().join("run");
-    let o = ember(&[
-        "import",
-        "--hf",
-        folder.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--vocab",
-        vocab.to_str().unwrap(),
-    ]);
+    let o = import_hf(&folder, &run, &["--vocab", vocab.to_str().unwrap()]);
     let err = out_err(&o);
     assert!(!o.status.success(), "accepted: {err}");
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
@@ -335,15 +324,7 @@ fn a_vocabulary_that_does_not_match_is_refused() {
     std::fs::write(&vocab, "abc").unwrap();
     let run = dir.path().join("r");
     let from = fixture().join("tiny-gpt2");
-    let o = ember(&[
-        "import",
-        "--hf",
-        from.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-        "--vocab",
-        vocab.to_str().unwrap(),
-    ]);
+    let o = import_hf(&from, &run, &["--vocab", vocab.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(
         out_err(&o).contains("the vocabulary has 3 characters but the model's embedding has 96"),
@@ -352,13 +333,7 @@ fn a_vocabulary_that_does_not_match_is_refused() {
     );
     assert!(!run.exists());
     // Without a vocabulary: not GPT-2's, and no tokenizer.json in the folder.
-    let o = ember(&[
-        "import",
-        "--hf",
-        from.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-    ]);
+    let o = import_hf(&from, &run, &[]);
     assert!(
         out_err(&o).contains("are not GPT-2's 50257"),
         "{}",
