@@ -52,12 +52,25 @@ impl Gpt {
 
     fn logits(&self, tokens: Tensor<2, Int>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let (weight, layout) = self.head_weight();
-        let weight = match layout {
-            HeadWeight::InOut => weight,
-            HeadWeight::Tied => weight.transpose(), // [d, vocab]
-        };
         let bias = self.head.bias.as_ref().map(Param::val);
-        ops::linear(self.hidden(tokens, cache), weight, bias) // [b, t, vocab]
+        let x = self.hidden(tokens, cache);
+        match layout {
+            HeadWeight::InOut => ops::linear(x, weight, bias), // [b, t, vocab]
+            HeadWeight::Tied => {
+                // `(wte · xᵀ)ᵀ`: the `[vocab, d]` embedding is read as it is stored; only `x`
+                // and the logits change order, which are small when generating. The fused
+                // linear, or a product with `wteᵀ`, would first copy the whole table into
+                // `[d, vocab]` order at every generated token (1.2 s a token at GPT-2's size).
+                let ([b, t, d], [vocab, _]) = (x.dims(), weight.dims());
+                let xt = x.reshape([b * t, d]).transpose();
+                let logits = weight.matmul(xt).transpose(); // [b·t, vocab]
+                let logits = match bias {
+                    Some(bias) => logits + bias.unsqueeze(),
+                    None => logits,
+                };
+                logits.reshape([b, t, vocab])
+            }
+        }
     }
 
     /// The final LayerNorm's output `[batch, time, d]`, what the head reads.
