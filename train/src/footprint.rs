@@ -3,8 +3,9 @@
 //! kernel half-way through its first step.
 //!
 //! The terms follow what a CPU training step holds at its peak (f32 everywhere):
-//! - per parameter, 40 bytes: the weight, its gradient and AdamW's two moments (16), and a
-//!   checkpoint's copies (the model and optimizer records and their serialized bytes, 24); with
+//! - per parameter, 20 bytes: the weight, its gradient and AdamW's two moments (16), and what
+//!   writing a checkpoint adds (4: each record is serialized straight into its file, one after
+//!   the other; measured 3.4 at GPT-2 124M, BENCHMARKS.md); with
 //!   gradient accumulation 4 more, the sum beside the micro-batch's gradient;
 //! - the activations the backward pass needs, per block: the block input, both LayerNorm outputs
 //!   and their statistics, `qkv` (3d), the attention output, the MLP's hidden layer before and
@@ -33,7 +34,7 @@ use crate::sys::mib;
 const F32: f64 = 4.0;
 const RUNTIME_BYTES: f64 = 18.0 * 1024.0 * 1024.0;
 const BYTES_PER_TOKEN: f64 = 8.0;
-const BYTES_PER_PARAM: f64 = 40.0;
+const BYTES_PER_PARAM: f64 = 20.0;
 
 /// The estimate, term by term, in bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +146,7 @@ mod tests {
         let f = Footprint::estimate(&preset("small", &[]), 65, 1_115_394);
         assert_eq!(
             f.terms[1],
-            ("421697 parameters".to_string(), 40.0 * 421_697.0)
+            ("421697 parameters".to_string(), 20.0 * 421_697.0)
         );
         // Per block: 32 x 64 tokens x (16 x 128 + 4 + 4 heads' log-sum-exps) floats.
         let blocks = 2.0 * (2048.0 * 2056.0);

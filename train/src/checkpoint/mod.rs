@@ -104,13 +104,28 @@ impl CheckpointFiles {
             .into_bytes()
             .map_err(|e| failed(&e))?;
         let optimizer = optim.into_bytes().map_err(|e| failed(&e))?;
-        // The serialized records as vectors without a copy where Burn's buffer allows it: at
-        // GPT-2's size each copy is 0.5-1 GB on top of the training step's memory.
+        // The serialized records as vectors without a copy where Burn's buffer allows it.
         let into_vec =
             |bytes: burn::tensor::Bytes| bytes.try_into_vec::<u8>().unwrap_or_else(|b| b.to_vec());
         Ok(Self {
             model: into_vec(model),
             optimizer: into_vec(optimizer),
+            ..Self::describe(step, train_time_s, changes, config, tokenizer)
+        })
+    }
+
+    /// Everything of a checkpoint but its two records, which stay empty: what
+    /// [`Checkpoints::save_live`] writes beside the records it serializes straight to their files.
+    pub fn describe(
+        step: usize,
+        train_time_s: f64,
+        changes: Vec<SettingChange>,
+        config: &RunConfig,
+        tokenizer: &Tokenizer,
+    ) -> Self {
+        Self {
+            model: Vec::new(),
+            optimizer: Vec::new(),
             state: CheckpointState {
                 format_version: FORMAT_VERSION,
                 step,
@@ -122,7 +137,27 @@ impl CheckpointFiles {
             tokenizer_file: tokenizer
                 .file()
                 .map(|(name, text)| (name.to_string(), text)),
-        })
+        }
+    }
+}
+
+/// Writes a file at the path it is given.
+type FileWriter<'a> = Box<dyn FnOnce(&Path) -> std::io::Result<()> + 'a>;
+
+/// A file of a checkpoint: its bytes, or what writes it to the path it is given (a Burn record
+/// serialized straight to its file, so that the serialized bytes of a large model are never in
+/// memory whole), with the bytes it is expected to take.
+enum Contents<'a> {
+    Bytes(&'a [u8]),
+    Written { bytes: u64, write: FileWriter<'a> },
+}
+
+impl Contents<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Contents::Bytes(bytes) => bytes.len() as u64,
+            Contents::Written { bytes, .. } => *bytes,
+        }
     }
 }
 
@@ -165,21 +200,63 @@ impl Checkpoints {
     /// Writes a checkpoint atomically, points `latest` at it and prunes old ones; returns its
     /// folder. On failure nothing is left half-written ([`TrainError::CheckpointWrite`]).
     pub fn save(&self, files: &CheckpointFiles) -> Result<PathBuf, TrainError> {
+        let records = [
+            Contents::Bytes(&files.model),
+            Contents::Bytes(&files.optimizer),
+        ];
+        self.save_files(files, records)
+    }
+
+    /// [`Self::save`] of a training run's live `model` and `optim` with `files`' other files
+    /// ([`CheckpointFiles::describe`]): each record is serialized straight into its file, so
+    /// that a checkpoint adds a copy of the weights and moments to the process's memory (Burn's
+    /// record), not also their serialized bytes.
+    pub fn save_live(
+        &self,
+        files: &CheckpointFiles,
+        model: &Gpt,
+        optim: &ModuleOptimizer,
+    ) -> Result<PathBuf, TrainError> {
+        let record_error = |e: burn::store::RecordError| std::io::Error::other(e.to_string());
+        let params = model.num_params();
+        let records = [
+            Contents::Written {
+                bytes: 4 * params as u64,
+                write: Box::new(|path| {
+                    model.clone().into_record().save(path).map_err(record_error)
+                }),
+            },
+            Contents::Written {
+                bytes: 8 * params as u64,
+                write: Box::new(|path| optim.save(path).map_err(record_error)),
+            },
+        ];
+        self.save_files(files, records)
+    }
+
+    /// [`Self::save`] with the two records given as `records` (model, optimizer).
+    fn save_files(
+        &self,
+        files: &CheckpointFiles,
+        records: [Contents<'_>; 2],
+    ) -> Result<PathBuf, TrainError> {
         let name = format!("step-{:07}", files.state.step);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         let state = serde_json::to_vec_pretty(&files.state).expect("the state serializes");
-        let mut entries: Vec<(&str, &[u8])> = vec![
-            ("model.bpk", &files.model),
-            ("optimizer.bpk", &files.optimizer),
-            ("state.json", &state),
-            ("config.toml", files.config_toml.as_bytes()),
+        let [model, optimizer] = records;
+        let mut entries: Vec<(&str, Contents<'_>)> = vec![
+            ("model.bpk", model),
+            ("optimizer.bpk", optimizer),
+            ("state.json", Contents::Bytes(&state)),
+            ("config.toml", Contents::Bytes(files.config_toml.as_bytes())),
         ];
         if let Some((name, text)) = &files.tokenizer_file {
-            entries.push((name, text.as_bytes()));
+            entries.push((name, Contents::Bytes(text.as_bytes())));
         }
+        let needed = entries.iter().map(|(_, c)| c.len()).sum();
         let result = fs::create_dir_all(&self.dir)
             .and_then(|()| CheckpointLock::write(&self.dir))
-            .and_then(|_lock| self.write(&name, &tmp, &entries));
+            .and_then(|_lock| self.write(&name, &tmp, entries));
         result.map_err(|error| {
             // Never leave a half-written folder behind; what failed is the error to report.
             let _ = fs::remove_dir_all(&tmp);
@@ -187,7 +264,7 @@ impl Checkpoints {
                 step: files.state.step,
                 run: run_dir_of_checkpoints(&self.dir),
                 dir: self.dir.clone(),
-                needed: entries.iter().map(|(_, b)| b.len() as u64).sum(),
+                needed,
                 free: free_disk_bytes(&self.dir),
                 name,
                 error,
@@ -196,15 +273,31 @@ impl Checkpoints {
     }
 
     /// The steps of [`Self::save`] under the write lock.
-    fn write(&self, name: &str, tmp: &Path, entries: &[(&str, &[u8])]) -> std::io::Result<PathBuf> {
+    fn write(
+        &self,
+        name: &str,
+        tmp: &Path,
+        entries: Vec<(&str, Contents<'_>)>,
+    ) -> std::io::Result<PathBuf> {
         if tmp.exists() {
             fs::remove_dir_all(tmp)?;
         }
         fs::create_dir(tmp)?;
         let mut manifest = BTreeMap::new();
-        for &(file, bytes) in entries {
-            write_synced(&tmp.join(file), bytes)?;
-            manifest.insert(file.to_string(), sha256(bytes));
+        for (file, contents) in entries {
+            let path = tmp.join(file);
+            let digest = match contents {
+                Contents::Bytes(bytes) => {
+                    write_synced(&path, bytes)?;
+                    sha256(bytes)
+                }
+                Contents::Written { write, .. } => {
+                    write(&path)?;
+                    fs::File::open(&path)?.sync_all()?;
+                    sha256_of_file(&path)?
+                }
+            };
+            manifest.insert(file.to_string(), digest);
         }
         let manifest = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         write_synced(&tmp.join(MANIFEST), &manifest)?;
@@ -420,8 +513,16 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// [`sha256`] of a file's contents, read a MiB at a time.
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

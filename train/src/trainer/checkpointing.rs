@@ -42,15 +42,14 @@ impl Trainer {
         step: usize,
         train_time_s: f64,
     ) -> Result<PathBuf, TrainError> {
-        let files = CheckpointFiles::encode(
-            self.model(),
-            &self.optim,
+        let files = CheckpointFiles::describe(
             step,
             train_time_s,
             self.changes.clone(),
             &self.config,
             &self.tokenizer,
-        )?;
-        self.checkpoints.save(&files)
+        );
+        self.checkpoints
+            .save_live(&files, self.model(), &self.optim)
     }
 }
