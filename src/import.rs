@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use ember_model::{Gpt, GptConfig, from_hf, from_safetensors};
-use ember_train::checkpoint::{CheckpointFiles, Checkpoints};
-use ember_train::config::ConfigBuilder;
+use ember_train::checkpoint::{CheckpointState, Checkpoints};
+use ember_train::config::{ConfigBuilder, DEFAULT_PRESET};
 use ember_train::corpus::TINY_SHAKESPEARE;
 use ember_train::lock::RunLock;
 use ember_train::optim::adamw;
@@ -123,7 +123,7 @@ pub fn run(spec: &ImportSpec) -> Result<PathBuf> {
 /// The run's config: the recipe (`--config`, `--set`) over the defaults, with the model's shape
 /// from the weights.
 fn recipe(spec: &ImportSpec, gpt: &GptConfig) -> Result<ember_train::RunConfig> {
-    let mut builder = ConfigBuilder::preset("small")?;
+    let mut builder = ConfigBuilder::preset(DEFAULT_PRESET)?;
     if let Some(file) = &spec.config {
         builder = builder.file(file)?;
     }
@@ -188,8 +188,9 @@ fn write_run(
     }
 
     let optimizer = adamw(&config.train);
-    let files = CheckpointFiles::encode(model, &optimizer, 0, 0.0, Vec::new(), &config, tokenizer)?;
-    Ok(Checkpoints::new(&run_dir, config.train.keep_last).save(&files)?)
+    let state = CheckpointState::new(0, 0.0, Vec::new());
+    let checkpoints = Checkpoints::new(&run_dir, config.train.keep_last);
+    Ok(checkpoints.save(model, &optimizer, &state, &config, tokenizer)?)
 }
 
 /// The tokenizer `spec` asks for (see [`ImportSpec::vocab`]).

@@ -82,61 +82,16 @@ pub struct CheckpointFiles {
     pub tokenizer_file: Option<(String, String)>,
 }
 
-impl CheckpointFiles {
-    /// The checkpoint of `model` and `optim` after `step` updates (`train_time_s` of training,
-    /// `changes` made on resume), with the run's `config` and vocabulary: what [`load`],
-    /// [`decode_model`] and [`decode_optimizer`] read back.
-    pub fn encode(
-        model: &Gpt,
-        optim: &ModuleOptimizer,
-        step: usize,
-        train_time_s: f64,
-        changes: Vec<SettingChange>,
-        config: &RunConfig,
-        tokenizer: &Tokenizer,
-    ) -> Result<Self, TrainError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            TrainError::Checkpoint(format!("step {step}: cannot serialize the checkpoint: {e}"))
-        };
-        let model = model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| failed(&e))?;
-        let optimizer = optim.into_bytes().map_err(|e| failed(&e))?;
-        // The serialized records as vectors without a copy where Burn's buffer allows it.
-        let into_vec =
-            |bytes: burn::tensor::Bytes| bytes.try_into_vec::<u8>().unwrap_or_else(|b| b.to_vec());
-        Ok(Self {
-            model: into_vec(model),
-            optimizer: into_vec(optimizer),
-            ..Self::describe(step, train_time_s, changes, config, tokenizer)
-        })
-    }
-
-    /// Everything of a checkpoint but its two records, which stay empty: what
-    /// [`Checkpoints::save_live`] writes beside the records it serializes straight to their files.
-    pub fn describe(
-        step: usize,
-        train_time_s: f64,
-        changes: Vec<SettingChange>,
-        config: &RunConfig,
-        tokenizer: &Tokenizer,
-    ) -> Self {
+impl CheckpointState {
+    /// The state of a checkpoint after `step` updates (`train_time_s` of training, `changes`
+    /// made on resume), written by this version of Ember.
+    pub fn new(step: usize, train_time_s: f64, changes: Vec<SettingChange>) -> Self {
         Self {
-            model: Vec::new(),
-            optimizer: Vec::new(),
-            state: CheckpointState {
-                format_version: FORMAT_VERSION,
-                step,
-                train_time_s,
-                ember_version: env!("CARGO_PKG_VERSION").to_string(),
-                changes,
-            },
-            config_toml: config.to_toml(),
-            tokenizer_file: tokenizer
-                .file()
-                .map(|(name, text)| (name.to_string(), text)),
+            format_version: FORMAT_VERSION,
+            step,
+            train_time_s,
+            ember_version: env!("CARGO_PKG_VERSION").to_string(),
+            changes,
         }
     }
 }
@@ -145,18 +100,17 @@ impl CheckpointFiles {
 type FileWriter<'a> = Box<dyn FnOnce(&Path) -> std::io::Result<()> + 'a>;
 
 /// A file of a checkpoint: its bytes, or what writes it to the path it is given (a Burn record
-/// serialized straight to its file, so that the serialized bytes of a large model are never in
-/// memory whole), with the bytes it is expected to take.
-enum Contents<'a> {
+/// serialized straight into its file) with the bytes it is expected to take.
+enum FileContents<'a> {
     Bytes(&'a [u8]),
     Written { bytes: u64, write: FileWriter<'a> },
 }
 
-impl Contents<'_> {
+impl FileContents<'_> {
     fn len(&self) -> u64 {
         match self {
-            Contents::Bytes(bytes) => bytes.len() as u64,
-            Contents::Written { bytes, .. } => *bytes,
+            FileContents::Bytes(bytes) => bytes.len() as u64,
+            FileContents::Written { bytes, .. } => *bytes,
         }
     }
 }
@@ -197,61 +151,51 @@ impl Checkpoints {
         }
     }
 
-    /// Writes a checkpoint atomically, points `latest` at it and prunes old ones; returns its
-    /// folder. On failure nothing is left half-written ([`TrainError::CheckpointWrite`]).
-    pub fn save(&self, files: &CheckpointFiles) -> Result<PathBuf, TrainError> {
-        let records = [
-            Contents::Bytes(&files.model),
-            Contents::Bytes(&files.optimizer),
-        ];
-        self.save_files(files, records)
-    }
-
-    /// [`Self::save`] of a training run's live `model` and `optim` with `files`' other files
-    /// ([`CheckpointFiles::describe`]): each record is serialized straight into its file, so
-    /// that a checkpoint adds a copy of the weights and moments to the process's memory (Burn's
-    /// record), not also their serialized bytes.
-    pub fn save_live(
+    /// Writes the checkpoint of `model` and `optim` in `state` with the run's `config` and
+    /// vocabulary (what [`load`], [`decode_model`] and [`decode_optimizer`] read back)
+    /// atomically, points `latest` at it and prunes old ones; returns its folder. On failure
+    /// nothing is left half-written ([`TrainError::CheckpointWrite`]).
+    ///
+    /// Each record is serialized straight into its file, one after the other, so that a
+    /// checkpoint adds a copy of the weights or the moments to the process's memory (Burn's
+    /// record), never their serialized bytes as well: at GPT-2's size that halved the peak.
+    pub fn save(
         &self,
-        files: &CheckpointFiles,
         model: &Gpt,
         optim: &ModuleOptimizer,
+        state: &CheckpointState,
+        config: &RunConfig,
+        tokenizer: &Tokenizer,
     ) -> Result<PathBuf, TrainError> {
-        let record_error = |e: burn::store::RecordError| std::io::Error::other(e.to_string());
-        let params = model.num_params();
-        let records = [
-            Contents::Written {
-                bytes: 4 * params as u64,
-                write: Box::new(|path| {
-                    model.clone().into_record().save(path).map_err(record_error)
-                }),
-            },
-            Contents::Written {
-                bytes: 8 * params as u64,
-                write: Box::new(|path| optim.save(path).map_err(record_error)),
-            },
-        ];
-        self.save_files(files, records)
-    }
-
-    /// [`Self::save`] with the two records given as `records` (model, optimizer).
-    fn save_files(
-        &self,
-        files: &CheckpointFiles,
-        records: [Contents<'_>; 2],
-    ) -> Result<PathBuf, TrainError> {
-        let name = format!("step-{:07}", files.state.step);
+        let name = format!("step-{:07}", state.step);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
-        let state = serde_json::to_vec_pretty(&files.state).expect("the state serializes");
-        let [model, optimizer] = records;
-        let mut entries: Vec<(&str, Contents<'_>)> = vec![
-            ("model.bpk", model),
-            ("optimizer.bpk", optimizer),
-            ("state.json", Contents::Bytes(&state)),
-            ("config.toml", Contents::Bytes(files.config_toml.as_bytes())),
+        let record_error = |e: burn::store::RecordError| std::io::Error::other(e.to_string());
+        let params = model.num_params() as u64;
+        let state_json = serde_json::to_vec_pretty(state).expect("the state serializes");
+        let config_toml = config.to_toml();
+        let tokenizer_file = tokenizer.file();
+        let mut entries: Vec<(&str, FileContents<'_>)> = vec![
+            (
+                "model.bpk",
+                FileContents::Written {
+                    bytes: 4 * params,
+                    write: Box::new(|path| {
+                        model.clone().into_record().save(path).map_err(record_error)
+                    }),
+                },
+            ),
+            (
+                "optimizer.bpk",
+                FileContents::Written {
+                    bytes: 8 * params,
+                    write: Box::new(|path| optim.save(path).map_err(record_error)),
+                },
+            ),
+            ("state.json", FileContents::Bytes(&state_json)),
+            ("config.toml", FileContents::Bytes(config_toml.as_bytes())),
         ];
-        if let Some((name, text)) = &files.tokenizer_file {
-            entries.push((name, Contents::Bytes(text.as_bytes())));
+        if let Some((name, text)) = &tokenizer_file {
+            entries.push((name, FileContents::Bytes(text.as_bytes())));
         }
         let needed = entries.iter().map(|(_, c)| c.len()).sum();
         let result = fs::create_dir_all(&self.dir)
@@ -261,7 +205,7 @@ impl Checkpoints {
             // Never leave a half-written folder behind; what failed is the error to report.
             let _ = fs::remove_dir_all(&tmp);
             TrainError::CheckpointWrite {
-                step: files.state.step,
+                step: state.step,
                 run: run_dir_of_checkpoints(&self.dir),
                 dir: self.dir.clone(),
                 needed,
@@ -277,7 +221,7 @@ impl Checkpoints {
         &self,
         name: &str,
         tmp: &Path,
-        entries: Vec<(&str, Contents<'_>)>,
+        entries: Vec<(&str, FileContents<'_>)>,
     ) -> std::io::Result<PathBuf> {
         if tmp.exists() {
             fs::remove_dir_all(tmp)?;
@@ -287,11 +231,11 @@ impl Checkpoints {
         for (file, contents) in entries {
             let path = tmp.join(file);
             let digest = match contents {
-                Contents::Bytes(bytes) => {
+                FileContents::Bytes(bytes) => {
                     write_synced(&path, bytes)?;
                     sha256(bytes)
                 }
-                Contents::Written { write, .. } => {
+                FileContents::Written { write, .. } => {
                     write(&path)?;
                     fs::File::open(&path)?.sync_all()?;
                     sha256_of_file(&path)?

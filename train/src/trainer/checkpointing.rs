@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Trainer;
-use crate::checkpoint::CheckpointFiles;
+use crate::checkpoint::CheckpointState;
 use crate::error::TrainError;
 
 impl Trainer {
@@ -42,14 +42,13 @@ impl Trainer {
         step: usize,
         train_time_s: f64,
     ) -> Result<PathBuf, TrainError> {
-        let files = CheckpointFiles::describe(
-            step,
-            train_time_s,
-            self.changes.clone(),
+        let state = CheckpointState::new(step, train_time_s, self.changes.clone());
+        self.checkpoints.save(
+            self.model(),
+            &self.optim,
+            &state,
             &self.config,
             &self.tokenizer,
-        );
-        self.checkpoints
-            .save_live(&files, self.model(), &self.optim)
+        )
     }
 }
