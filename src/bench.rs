@@ -119,7 +119,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
 
     let m = &config.model;
     let gpt = m.gpt(vocab);
-    let tokens = (config.train.grad_accum * config.train.batch_size * m.context) as f64;
+    let tokens = (config.train.sequences_per_step() * m.context) as f64;
     let flops_per_token =
         6.0 * gpt.num_matmul_params() as f64 + 12.0 * (m.n_layer * m.d_model * m.context) as f64;
     let median_step_ms = percentile(&times, 0.5);

@@ -81,7 +81,7 @@ fn run(args: &TrainArgs) -> Result<()> {
         gpt.vocab_size,
         gpt.num_params(),
         config.train.steps,
-        config.train.grad_accum * config.train.batch_size,
+        config.train.sequences_per_step(),
         match config.train.grad_accum {
             1 => String::new(),
             n => format!(" ({n} micro-batches of {})", config.train.batch_size),

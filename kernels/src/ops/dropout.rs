@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 /// `x` with dropout of probability `p` applied when `x` is on an autodiff device; `x` itself
 /// otherwise, or when `p` is 0.
 pub fn dropout<const D: usize>(x: Tensor<D>, p: f64) -> Tensor<D> {
-    if p == 0.0 || !x.device().is_autodiff() {
+    if !drops(&x, p) {
         return x;
     }
     DropoutConfig::new(p).init().forward(x)

@@ -131,6 +131,13 @@ pub struct TrainSection {
     pub seed: u64,
 }
 
+impl TrainSection {
+    /// Sequences per optimizer step: `grad_accum` micro-batches of `batch_size`.
+    pub fn sequences_per_step(&self) -> usize {
+        self.grad_accum * self.batch_size
+    }
+}
+
 impl Default for TrainSection {
     fn default() -> Self {
         Self {

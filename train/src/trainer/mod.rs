@@ -115,7 +115,7 @@ impl Trainer {
     /// Runs every step of the config, evaluating and sampling when due.
     pub fn train(&mut self, hooks: &mut dyn StepHooks) -> Result<Summary, TrainError> {
         let t = self.config.train.clone();
-        let tokens_per_step = (t.grad_accum * t.batch_size * self.config.model.context) as f64;
+        let tokens_per_step = (t.sequences_per_step() * self.config.model.context) as f64;
         let start = Instant::now();
         let (mut train_time, mut window_time, mut window_steps) = (0.0, 0.0, 0usize);
         // A new run evaluates its initial model; a resumed one already did.
@@ -224,7 +224,7 @@ impl Trainer {
         let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
         let batch = self.data.batch(
             Split::Train,
-            micro * n,
+            t.sequences_per_step(),
             self.config.model.context,
             &mut rng,
             &self.device,

@@ -32,8 +32,8 @@ fn pdf<E: Float>(x: E) -> E {
 }
 
 /// `√(2/π)`, and the cubic term's weight, of the tanh approximation.
-const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-const CUBIC: f64 = 0.044_715;
+pub(crate) const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+pub(crate) const CUBIC: f64 = 0.044_715;
 
 /// The tanh approximation of Φ and its derivative, `(s, ds/dx)`. `(1 + tanh u)/2` is written
 /// as the logistic `1/(1 + e^{-2u})`: one `exp` that vectorizes, and no cancellation in
@@ -76,28 +76,24 @@ pub fn gelu_backward<E: Float, O: Sink<E>>(
 ) {
     assert_eq!(x.len(), dx.len());
     assert_eq!(dy.len(), dx.len());
-    let chunks = dx.par_chunks_mut(TASK_ELEMENTS).zip(
-        x.par_chunks(TASK_ELEMENTS)
-            .zip(dy.par_chunks(TASK_ELEMENTS)),
-    );
     match approximation {
-        Approximation::None => chunks.for_each(|(dx, (x, dy))| {
-            vectorized(
-                #[inline(always)]
-                || map2(x, dy, dx, |x, dy| dy * x.mul_add(pdf(x), cdf(x))),
-            )
-        }),
-        Approximation::Tanh => chunks.for_each(|(dx, (x, dy))| {
-            vectorized(
-                #[inline(always)]
-                || {
-                    map2(x, dy, dx, |x, dy| {
-                        let (s, ds) = tanh_cdf(x);
-                        dy * x.mul_add(ds, s)
-                    })
-                },
-            )
-        }),
+        Approximation::None => map2_parallel(
+            x,
+            dy,
+            dx,
+            #[inline(always)]
+            |x, dy| dy * x.mul_add(pdf(x), cdf(x)),
+        ),
+        Approximation::Tanh => map2_parallel(
+            x,
+            dy,
+            dx,
+            #[inline(always)]
+            |x, dy| {
+                let (s, ds) = tanh_cdf(x);
+                dy * x.mul_add(ds, s)
+            },
+        ),
     }
 }
 
@@ -110,6 +106,24 @@ fn map_parallel<E: Float, O: Sink<E>>(x: &[E], y: &mut [O], f: impl Fn(E) -> E +
             vectorized(
                 #[inline(always)]
                 || map(x, y, f),
+            )
+        });
+}
+
+/// `z = f(x, y)` element by element, in parallel chunks, vectorized.
+#[inline(always)]
+fn map2_parallel<E: Float, O: Sink<E>>(
+    x: &[E],
+    y: &[E],
+    z: &mut [O],
+    f: impl Fn(E, E) -> E + Copy + Sync,
+) {
+    z.par_chunks_mut(TASK_ELEMENTS)
+        .zip(x.par_chunks(TASK_ELEMENTS).zip(y.par_chunks(TASK_ELEMENTS)))
+        .for_each(|(z, (x, y))| {
+            vectorized(
+                #[inline(always)]
+                || map2(x, y, z, f),
             )
         });
 }

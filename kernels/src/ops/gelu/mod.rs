@@ -30,10 +30,10 @@ pub fn gelu<const D: usize>(x: Tensor<D>, approximation: Approximation) -> Tenso
         // result differed from the kernel's by 3e-8 relative on NdArray (the fused-op check).
         let x2 = x.clone() * x.clone();
         let minus_two_u = x2
-            .mul_scalar(0.044_715)
+            .mul_scalar(kernel::CUBIC)
             .add_scalar(1.0)
             .mul(x.clone())
-            .mul_scalar(-2.0 * (2.0 / std::f64::consts::PI).sqrt());
+            .mul_scalar(-2.0 * kernel::SQRT_2_OVER_PI);
         return x / minus_two_u.exp().add_scalar(1.0);
     }
     // `x/2 · (1 + erf(x/√2))`, from Burn ops whose gradients are exact. Not
