@@ -10,9 +10,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ember_kernels::fused::composed;
 use ember_kernels::ops;
 use ember_kernels::ops::gelu::Approximation;
+use ember_train::cluster::Solo;
 use ember_train::config::ConfigBuilder;
 use ember_train::data::Data;
 use ember_train::{Start, Trainer};
+use std::sync::Arc;
 
 fn cpu_backends() -> Vec<(&'static str, Device)> {
     ember::backend::compiled()
@@ -34,9 +36,14 @@ fn train_steps(c: &mut Criterion) {
                 .and_then(|b| b.build())
                 .expect("presets are valid");
             let data = Data::load(&config.data, config.model.context, None).expect("data");
-            let mut trainer =
-                Trainer::start(config, data, device.clone(), Start::New { stem: preset })
-                    .expect("trainer");
+            let mut trainer = Trainer::start(
+                config,
+                data,
+                device.clone(),
+                Start::New { stem: preset },
+                Arc::new(Solo),
+            )
+            .expect("trainer");
             let mut step = 0;
             group.bench_function(format!("{backend}/{preset}"), |b| {
                 b.iter(|| {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::backend;
+use crate::cluster::Joined;
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +45,8 @@ pub struct BenchReport {
     pub kernels_isa: Option<&'static str>,
     pub rayon_threads: usize,
     pub blas_threads: Option<usize>,
+    /// Processes training together (MPI ranks; 1 without a launcher), each with the threads above.
+    pub ranks: usize,
     pub preset: String,
     pub d_model: usize,
     pub n_layer: usize,
@@ -60,13 +63,16 @@ pub struct BenchReport {
     pub p90_step_ms: f64,
     /// Tokens per second at the median step time.
     pub tokens_per_sec: f64,
-    /// Median of each phase; `other` is the rest of the step.
+    /// Median of each phase (rank 0's); `other` is the rest of the step.
     pub phases_ms: PhaseTimes,
     pub other_ms: f64,
+    /// The gradients' averaging over the ranks as a share of the median step (`phases_ms.comm`).
+    pub comm_share: f64,
     /// 6 × matmul parameters × tokens + 12 × layers × d × context × tokens (nanoGPT's estimate).
     pub gflop_per_step: f64,
     pub achieved_gflops: f64,
-    /// Best of square f32 products through the Linear layers' engine, all cores.
+    /// Best of square f32 products through the Linear layers' engine, all cores (summed over
+    /// the ranks, which measure it at the same time).
     pub matmul_ceiling_gflops: f64,
     /// `achieved_gflops / matmul_ceiling_gflops`.
     pub mfu: f64,
@@ -74,7 +80,9 @@ pub struct BenchReport {
     pub peak_rss_bytes: u64,
 }
 
-pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
+/// Measures as `spec` says, as one of the ranks `joined` (all of them run it; rank 0's figures
+/// are the report).
+pub fn run(spec: &BenchSpec, joined: &Joined) -> Result<BenchReport> {
     let mut builder = ConfigBuilder::preset(&spec.preset)?;
     let out = std::env::temp_dir().join(format!("ember-bench-{}", std::process::id()));
     let fixed = [
@@ -88,7 +96,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         builder = builder.set(set, "--set")?;
     }
     let config = builder.build()?;
-    let selected = backend::select(&spec.device, spec.threads)?;
+    let selected = backend::select(&spec.device, joined.threads(spec.threads))?;
 
     let data = Data::load(&config.data, config.model.context, None)?;
     let vocab = config.model_vocab(&data.tokenizer)?;
@@ -97,6 +105,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         data,
         selected.device.clone(),
         Start::New { stem: &spec.preset },
+        joined.collective.clone(),
     )?;
     let mut times = Vec::with_capacity(spec.steps);
     let mut phases = Vec::with_capacity(spec.steps);
@@ -112,10 +121,14 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         }
         Ok(())
     })?;
-    let _ = std::fs::remove_dir_all(&out);
+    if joined.collective.is_root() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
     // Read before the ceiling's large matrices, so that it is the training's peak.
     let peak_rss_bytes = peak_rss_bytes();
-    let ceiling = matmul_ceiling(&selected.device);
+    let mut ceiling = [matmul_ceiling(&selected.device)];
+    joined.collective.sum_f64(&mut ceiling);
+    let ceiling = ceiling[0];
 
     let m = &config.model;
     let gpt = m.gpt(vocab);
@@ -129,6 +142,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         data: phase(|p| p.data),
         forward: phase(|p| p.forward),
         backward: phase(|p| p.backward),
+        comm: phase(|p| p.comm),
         clip: phase(|p| p.clip),
         optimizer: phase(|p| p.optimizer),
     };
@@ -142,6 +156,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         kernels_isa: selected.kernels,
         rayon_threads: selected.threads.rayon,
         blas_threads: selected.threads.blas,
+        ranks: joined.collective.size(),
         preset: spec.preset.clone(),
         d_model: m.d_model,
         n_layer: m.n_layer,
@@ -157,6 +172,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         p90_step_ms: percentile(&times, 0.9),
         tokens_per_sec: tokens / (median_step_ms / 1e3),
         other_ms: median_step_ms - phases_ms.total(),
+        comm_share: phases_ms.comm / median_step_ms,
         phases_ms,
         gflop_per_step,
         achieved_gflops,
@@ -212,14 +228,18 @@ impl std::fmt::Display for BenchReport {
         let p = &self.phases_ms;
         writeln!(
             f,
-            "{} on {} ({}{}; {} rayon threads)",
+            "{} on {} ({}{}; {} rayon threads{})",
             self.preset,
             self.backend,
             self.matmul_engine.as_deref().unwrap_or("device kernels"),
             self.kernels_isa
                 .map(|isa| format!("; kernels {isa}"))
                 .unwrap_or_default(),
-            self.rayon_threads
+            self.rayon_threads,
+            match self.ranks {
+                1 => String::new(),
+                n => format!(" in each of {n} MPI ranks"),
+            }
         )?;
         writeln!(
             f,
@@ -242,8 +262,21 @@ impl std::fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  phases (median ms): data {:.2} | forward {:.2} | backward {:.2} | clip {:.2} | optimizer {:.2} | other {:.2}",
-            p.data, p.forward, p.backward, p.clip, p.optimizer, self.other_ms
+            "  phases (median ms): data {:.2} | forward {:.2} | backward {:.2} | {}clip {:.2} | optimizer {:.2} | other {:.2}",
+            p.data,
+            p.forward,
+            p.backward,
+            match self.ranks {
+                1 => String::new(),
+                _ => format!(
+                    "all-reduce {:.2} ({:.1}% of the step) | ",
+                    p.comm,
+                    100.0 * self.comm_share
+                ),
+            },
+            p.clip,
+            p.optimizer,
+            self.other_ms
         )?;
         writeln!(
             f,

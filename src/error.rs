@@ -18,6 +18,10 @@ pub enum Error {
     /// A `--device` that this build or this machine cannot run.
     #[error("{0}")]
     Backend(String),
+    /// Ranks that cannot train together: MPI that does not start, or a launcher's job in a
+    /// build without MPI.
+    #[error("{0}")]
+    Cluster(String),
     /// A command-line value that cannot work (`--batch-size 0`, a `--run` that is no folder).
     #[error("{0}")]
     Usage(String),

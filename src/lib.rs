@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod eval;
 pub mod import;

@@ -224,7 +224,13 @@ fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Bench { spec, json } => {
-            let report = ember::bench::run(&spec)?;
+            // Under an MPI launcher, every rank trains its share; rank 0 reports.
+            let joined = ember::cluster::join()?;
+            joined.quiet_unless_root();
+            let report = joined.run(|| ember::bench::run(&spec, &joined))?;
+            if !joined.collective.is_root() {
+                return Ok(());
+            }
             println!("{report}");
             if let Some(path) = json {
                 let mut file = std::fs::OpenOptions::new()

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ember::backend;
 use ember::cli::TrainArgs;
+use ember::cluster::{self, Joined};
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::Progress;
 use ember::report;
@@ -24,10 +25,16 @@ static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
 fn main() -> ExitCode {
     let args = TrainArgs::parse();
     init_logging(args.debug);
-    ember::cli::main_with(|| run(&args))
+    ember::cli::main_with(|| {
+        let joined = cluster::join()?;
+        joined.quiet_unless_root();
+        joined.run(|| run(&args, &joined))
+    })
 }
 
-fn run(args: &TrainArgs) -> Result<()> {
+/// One rank's run (the only one without a launcher). Every rank does all of it, printing to an
+/// output only rank 0's is left to ([`Joined::quiet_unless_root`]).
+fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
     let resume = match &args.resume {
         Some(path) => {
             let opened = checkpoint::open(path).context("--resume")?;
@@ -51,15 +58,24 @@ fn run(args: &TrainArgs) -> Result<()> {
         None => None,
     };
     let data = Data::load(&config.data, config.model.context, saved_tokenizer)?;
-    let selected = backend::select(&config.run.device, config.run.threads)?;
+    let selected = backend::select(&config.run.device, joined.threads(config.run.threads))?;
     println!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
     if let Some(advice) = backend::matmul_advice() {
         println!("note: {advice}");
     }
-    check_memory(&config, &data, selected.is_cpu(), args.skip_memory_check)?;
+    check_memory(
+        &config,
+        &data,
+        selected.is_cpu(),
+        args.skip_memory_check,
+        joined.ranks_here,
+    )?;
     let m = &config.model;
     let start = match resume {
-        Some((checkpoint, files)) => Start::Resume { checkpoint, files },
+        Some((checkpoint, files)) => Start::Resume {
+            checkpoint,
+            files: Box::new(files),
+        },
         None => Start::New { stem: &stem },
     };
     let banner = format!(
@@ -70,10 +86,17 @@ fn run(args: &TrainArgs) -> Result<()> {
     );
     let vocab = config.model_vocab(&data.tokenizer)?;
     let char_level = data.tokenizer.kind() == ember_train::tokenizer::TokenizerKind::Char;
-    let mut trainer = Trainer::start(config.clone(), data, selected.device.clone(), start)?;
+    let ranks = joined.collective.size();
+    let mut trainer = Trainer::start(
+        config.clone(),
+        data,
+        selected.device.clone(),
+        start,
+        joined.collective.clone(),
+    )?;
     let gpt = m.gpt(vocab);
     println!(
-        "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs{}",
+        "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs{}{}",
         m.d_model,
         m.n_layer,
         m.n_head,
@@ -85,6 +108,14 @@ fn run(args: &TrainArgs) -> Result<()> {
         match config.train.grad_accum {
             1 => String::new(),
             n => format!(" ({n} micro-batches of {})", config.train.batch_size),
+        },
+        match ranks {
+            1 => String::new(),
+            n => format!(
+                " | {n} ranks ({} here), {} rows each per micro-batch",
+                joined.ranks_here,
+                config.train.batch_size / n
+            ),
         },
     );
     if trainer.start_step() > 0 {
@@ -122,6 +153,10 @@ fn run(args: &TrainArgs) -> Result<()> {
     let summary = selected.run(|| trainer.train(&mut hooks));
     hooks.1.finish();
     let summary = summary?;
+    if !joined.collective.is_root() {
+        // The run folder and its report are rank 0's.
+        return Ok(());
+    }
     let wall_s = started.elapsed().as_secs_f64();
     let eval = summary
         .last_eval
@@ -206,14 +241,24 @@ fn print_run_table(
 
 /// Prints the memory estimate and refuses a run that cannot fit in the memory available (on the
 /// CPU backends; a GPU's memory is not known before its runtime starts), before anything big is
-/// allocated.
-fn check_memory(config: &RunConfig, data: &Data, cpu: bool, skip: bool) -> Result<()> {
+/// allocated. Ranks on one machine share its memory: each may have its share.
+fn check_memory(
+    config: &RunConfig,
+    data: &Data,
+    cpu: bool,
+    skip: bool,
+    ranks_here: usize,
+) -> Result<()> {
     let vocab_size = config.model_vocab(&data.tokenizer)?;
     let footprint = Footprint::estimate(config, vocab_size, data.dataset.tokens_in_memory());
-    let available = available_memory_bytes();
+    let available = available_memory_bytes().map(|a| a / ranks_here as u64);
     let free = available.map_or_else(|| "unknown".to_string(), mib);
+    let share = match ranks_here {
+        1 => String::new(),
+        n => format!(" to each of {n} ranks"),
+    };
     println!(
-        "memory estimate {} | available {free}",
+        "memory estimate {} | available {free}{share}",
         footprint.describe()
     );
     match available.and_then(|a| footprint.refusal(a)) {

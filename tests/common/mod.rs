@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use ember_train::cluster::Solo;
 use ember_train::config::ConfigBuilder;
 use ember_train::data::Data;
 use ember_train::rng::SplitMix64;
 use ember_train::{RunConfig, Start, Trainer};
+use std::sync::Arc;
 
 /// The CPU device the tests run on, through the same selection the binaries use (which also
 /// links the BLAS engine): ndarray, or `EMBER_TEST_DEVICE` (e.g. `flex` in a `--features flex`
@@ -38,12 +40,18 @@ pub fn start_on(
             let files = ember_train::checkpoint::load(dir).expect("the checkpoint loads");
             let (_, tokenizer) = files.config_and_tokenizer(dir).expect("its tokenizer");
             let checkpoint = dir.to_path_buf();
-            (Some(tokenizer), Start::Resume { checkpoint, files })
+            (
+                Some(tokenizer),
+                Start::Resume {
+                    checkpoint,
+                    files: Box::new(files),
+                },
+            )
         }
         None => (None, Start::New { stem: "test" }),
     };
     let data = Data::from_text(text, &config.data, config.model.context, saved).expect("the data");
-    Trainer::start(config, data, device, start).expect("the run starts")
+    Trainer::start(config, data, device, start, Arc::new(Solo)).expect("the run starts")
 }
 
 /// A tensor's values as f64, whatever its dtype.

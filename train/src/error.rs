@@ -47,6 +47,10 @@ pub enum TrainError {
         free: Option<u64>,
         error: std::io::Error,
     },
+    /// Ranks training together that cannot: they disagree on the config, the data or the
+    /// weights, or the run's shape does not divide among them.
+    #[error("{0}")]
+    Cluster(String),
     /// A step hook stopped the run (a memory scope in `fail` mode, for one).
     #[error("{0}")]
     Hook(String),

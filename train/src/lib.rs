@@ -2,6 +2,7 @@
 //! AdamW set-up and LR schedule, the step loop with evaluation and sampling, and its metrics.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod corpus;
 pub mod data;

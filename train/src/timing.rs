@@ -15,11 +15,13 @@ pub struct PhaseTimes {
     /// Global gradient norm and clipping (reads the loss and the norm back).
     pub clip: f64,
     pub optimizer: f64,
+    /// Averaging the gradients over the ranks (0 for one process).
+    pub comm: f64,
 }
 
 impl PhaseTimes {
     pub fn total(&self) -> f64 {
-        self.data + self.forward + self.backward + self.clip + self.optimizer
+        self.data + self.forward + self.backward + self.comm + self.clip + self.optimizer
     }
 }
 

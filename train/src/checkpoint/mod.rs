@@ -59,6 +59,18 @@ pub struct CheckpointState {
     /// the run is no longer what an uninterrupted one would have been.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<SettingChange>,
+    /// The ranks that trained together up to this step (1: one process). A run resumed with
+    /// another number trains on as well, but is no longer bit-identical to an uninterrupted one.
+    #[serde(default = "one_rank", skip_serializing_if = "is_one_rank")]
+    pub ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+fn is_one_rank(ranks: &usize) -> bool {
+    *ranks == 1
 }
 
 /// One setting changed when a run was resumed.
@@ -92,6 +104,7 @@ impl CheckpointState {
             train_time_s,
             ember_version: env!("CARGO_PKG_VERSION").to_string(),
             changes,
+            ranks: 1,
         }
     }
 }

@@ -343,6 +343,27 @@ impl Dataset {
         self.val_bytes_per_token
     }
 
+    /// What ranks training together compare to agree that they hold the same data with
+    /// `tokenizer`: the tokenizer, the splits' lengths and 256 tokens spread over each split
+    /// (reading every token of a dataset of gigabytes would take longer than training starts).
+    pub fn fingerprint(&self, tokenizer: &Tokenizer) -> Result<u64, TrainError> {
+        let mut summary = format!("{} {} ", tokenizer.kind(), self.vocab).into_bytes();
+        if let Some((name, text)) = tokenizer.file() {
+            summary.extend_from_slice(name.as_bytes());
+            summary.extend_from_slice(text.as_bytes());
+        }
+        let mut sampled = Vec::new();
+        for tokens in [&self.train, &self.val] {
+            summary.extend_from_slice(&tokens.len().to_le_bytes());
+            let spread = tokens.windows(0).max(1);
+            for i in 0..256u64 {
+                tokens.window(i * spread / 256, 0, self.vocab, &mut sampled)?;
+            }
+        }
+        summary.extend(sampled.iter().flat_map(|t| t.to_le_bytes()));
+        Ok(crate::cluster::fingerprint(&summary))
+    }
+
     /// `batch_size` windows of `context` tokens at uniformly drawn offsets.
     pub fn batch(
         &self,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::Trainer;
 use crate::checkpoint::CheckpointState;
+use crate::cluster;
 use crate::error::TrainError;
 
 impl Trainer {
@@ -36,19 +37,37 @@ impl Trainer {
         }
     }
 
-    /// Writes a checkpoint of the model after `step` updates.
+    /// Writes a checkpoint of the model after `step` updates, on rank 0 (`None` on the others),
+    /// once every rank has shown that its weights are still rank 0's.
     pub(super) fn save_checkpoint(
         &self,
         step: usize,
         train_time_s: f64,
-    ) -> Result<PathBuf, TrainError> {
-        let state = CheckpointState::new(step, train_time_s, self.changes.clone());
-        self.checkpoints.save(
-            self.model(),
-            &self.optim,
-            &state,
-            &self.config,
-            &self.tokenizer,
-        )
+    ) -> Result<Option<PathBuf>, TrainError> {
+        if self.cluster.size() > 1 {
+            cluster::check_agreement(
+                &*self.cluster,
+                cluster::weights_checksum(self.model()),
+                &format!("the weights after step {step}"),
+                "the ranks' updates diverged (a different build or library on some node?); \
+                 resume from the last checkpoint with every rank running the same binary",
+            )?;
+        }
+        if !self.cluster.is_root() {
+            return Ok(None);
+        }
+        let state = CheckpointState {
+            ranks: self.cluster.size(),
+            ..CheckpointState::new(step, train_time_s, self.changes.clone())
+        };
+        self.checkpoints
+            .save(
+                self.model(),
+                &self.optim,
+                &state,
+                &self.config,
+                &self.tokenizer,
+            )
+            .map(Some)
     }
 }

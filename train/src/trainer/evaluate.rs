@@ -14,7 +14,9 @@ use tracing::info;
 
 impl Trainer {
     /// nanoGPT's `estimate_loss`: mean loss over `eval_iters` batches of each split, drawn from
-    /// their own stream so that evaluating never shifts the training batches.
+    /// their own stream so that evaluating never shifts the training batches. Ranks training
+    /// together share the batches out (every rank draws them all, each evaluates every size-th)
+    /// and add up their losses.
     pub(super) fn maybe_eval(
         &mut self,
         step: usize,
@@ -26,10 +28,11 @@ impl Trainer {
         }
         let model = self.model().valid();
         let device = self.device.clone().without_autodiff();
-        let mean = |split: Split, stream_step: u64| -> Result<f64, TrainError> {
+        let (ranks, rank) = (self.cluster.size(), self.cluster.rank());
+        let total = |split: Split, stream_step: u64| -> Result<f64, TrainError> {
             let mut rng = SplitMix64::keyed(t.seed, Stream::EvalBatches, stream_step);
             let mut total = 0.0;
-            for _ in 0..t.eval_iters {
+            for i in 0..t.eval_iters {
                 let b = self.data.batch(
                     split,
                     t.batch_size,
@@ -37,14 +40,21 @@ impl Trainer {
                     &mut rng,
                     &device,
                 )?;
-                total += f64::from(model.loss(b.inputs, b.targets).into_scalar::<f32>());
+                if i % ranks == rank {
+                    total += f64::from(model.loss(b.inputs, b.targets).into_scalar::<f32>());
+                }
             }
-            Ok(total / t.eval_iters as f64)
+            Ok(total)
         };
-        let val_loss = mean(Split::Val, 2 * step as u64 + 1)?;
+        let mut totals = [
+            total(Split::Train, 2 * step as u64)?,
+            total(Split::Val, 2 * step as u64 + 1)?,
+        ];
+        self.cluster.sum_f64(&mut totals);
+        let [train_loss, val_loss] = totals.map(|total| total / t.eval_iters as f64);
         let eval = EvalRecord {
             step,
-            train_loss: mean(Split::Train, 2 * step as u64)?,
+            train_loss,
             val_loss,
             val_bpb: bits_per_byte(val_loss, self.data.val_bytes_per_token()),
         };

@@ -8,6 +8,12 @@
 //! checkpointing) happens between the two, in that order; `end_step` is the last thing a step
 //! does, so that a hook that accounts for memory sees every byte the step kept. Nothing of a
 //! step may allocate after its `end_step`.
+//!
+//! # Ranks
+//! With ranks training together ([`crate::cluster`]), every rank runs this same loop: each
+//! takes its share of every micro-batch's rows, the gradients and the loss are averaged before
+//! clipping, evaluation is shared out, and rank 0 alone writes the run folder (metrics,
+//! checkpoints) and samples.
 
 mod checkpointing;
 mod evaluate;
@@ -26,6 +32,7 @@ use burn::tensor::{Device, s};
 use ember_model::Gpt;
 
 use crate::checkpoint::{Checkpoints, SettingChange};
+use crate::cluster::{self, Collective};
 use crate::config::RunConfig;
 use crate::data::{Dataset, Split};
 use crate::error::{TrainError, io};
@@ -71,7 +78,8 @@ pub struct Trainer {
     optim: ModuleOptimizer,
     schedule: LrSchedule,
     run_dir: PathBuf,
-    metrics: MetricsWriter,
+    /// `metrics.jsonl`, on rank 0 (the other ranks write nothing).
+    metrics: Option<MetricsWriter>,
     checkpoints: Checkpoints,
     /// Updates already done (0 for a new run, the checkpoint's step for a resumed one).
     start_step: usize,
@@ -83,8 +91,10 @@ pub struct Trainer {
     resumed_from: Option<PathBuf>,
     /// Settings changed on resume, carried into every checkpoint of the run.
     changes: Vec<SettingChange>,
-    /// This process's hold on the run folder, for as long as the trainer lives.
-    _lock: RunLock,
+    /// The ranks training together ([`cluster::Solo`] for one process).
+    cluster: Arc<dyn Collective>,
+    /// This process's hold on the run folder, for as long as the trainer lives (rank 0's).
+    _lock: Option<RunLock>,
 }
 
 impl Trainer {
@@ -153,15 +163,19 @@ impl Trainer {
                 None
             };
             last_eval = eval.or(last_eval);
-            stopped = self.stop.load(Ordering::Relaxed) && step < t.steps;
+            // A stop seen by one rank stops every rank after this same step.
+            stopped =
+                cluster::any(&*self.cluster, self.stop.load(Ordering::Relaxed)) && step < t.steps;
             if stopped || step == t.steps || due(t.checkpoint_every, step) {
                 let path = self.save_checkpoint(step, self.earlier_train_time + train_time)?;
-                hooks.on_checkpoint(step, &path);
-                last_checkpoint = Some(path);
+                if let Some(path) = path {
+                    hooks.on_checkpoint(step, &path);
+                    last_checkpoint = Some(path);
+                }
             }
             // The final sample belongs to the last step too, so that it is accounted in its scope.
             let sample_due = step == t.steps || due(t.sample_every, step);
-            if t.sample_tokens > 0 && sample_due {
+            if t.sample_tokens > 0 && sample_due && self.cluster.is_root() {
                 sample = self.sample(step, hooks);
             }
 
@@ -186,8 +200,10 @@ impl Trainer {
             };
             hooks.end_step(&mut record)?;
             if record.logged || stopped {
-                let path = self.run_dir.join("metrics.jsonl");
-                self.metrics.write(&record).map_err(io(&path))?;
+                if let Some(metrics) = &mut self.metrics {
+                    let path = self.run_dir.join("metrics.jsonl");
+                    metrics.write(&record).map_err(io(&path))?;
+                }
                 (window_time, window_steps) = (0.0, 0);
             }
             last_step = step;
@@ -218,9 +234,13 @@ impl Trainer {
             || tracing::enabled!(tracing::Level::TRACE);
         let mut clock = PhaseClock::new(verbose, self.sync_phases || verbose, &self.device, step);
 
-        // The step's whole batch, as one process draws it whatever the accumulation, so that
-        // `grad_accum = N` trains on the sequences of `batch_size * N` without accumulation.
+        // The step's whole batch, as one process draws it whatever the accumulation and the
+        // ranks, so that `grad_accum = N` trains on the sequences of `batch_size * N` without
+        // accumulation, and N ranks on those of one process. This rank's share of each
+        // micro-batch is `share` rows at `offset`.
         let (micro, n) = (t.batch_size, t.grad_accum);
+        let (ranks, rank) = (self.cluster.size(), self.cluster.rank());
+        let (share, offset) = (micro / ranks, rank * (micro / ranks));
         let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
         let batch = self.data.batch(
             Split::Train,
@@ -231,15 +251,16 @@ impl Trainer {
         )?;
         if self.config.model.dropout > 0.0 {
             // Dropout's masks come from the device's generator: keyed by the step, a resumed run
-            // draws the masks an uninterrupted one would.
-            let key = SplitMix64::keyed(t.seed, Stream::Dropout, step as u64).next_u64();
+            // draws the masks an uninterrupted one would; and by the rank, whose rows are others.
+            let key = (step * ranks + rank) as u64;
+            let key = SplitMix64::keyed(t.seed, Stream::Dropout, key).next_u64();
             self.device.seed(key);
         }
         let data = clock.phase("data");
         let (mut forward, mut backward, mut loss) = (0.0, 0.0, 0.0);
         let mut accumulated = GradientsAccumulator::<Gpt>::new();
         for i in 0..n {
-            let rows = i * micro..(i + 1) * micro;
+            let rows = i * micro + offset..i * micro + offset + share;
             let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
             let (inputs, targets) = (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
             let mut micro_loss = self.model().loss(inputs, targets);
@@ -254,6 +275,15 @@ impl Trainer {
             backward += clock.phase("backward");
         }
         let mut grads = accumulated.grads();
+        let comm = if ranks > 1 {
+            cluster::average_gradients(self.model(), &mut grads, &*self.cluster);
+            let mut sum = [loss];
+            self.cluster.sum_f64(&mut sum);
+            loss = sum[0] / ranks as f64;
+            clock.phase("comm")
+        } else {
+            0.0
+        };
         let grad_norm = clip_global_norm(self.model(), &mut grads, t.grad_clip);
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
@@ -282,6 +312,7 @@ impl Trainer {
                 data,
                 forward,
                 backward,
+                comm,
                 clip,
                 optimizer,
             },

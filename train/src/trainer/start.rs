@@ -14,8 +14,9 @@ use crate::checkpoint::{
     CheckpointFiles, CheckpointState, Checkpoints, SettingChange, decode_model, decode_optimizer,
     run_dir_of,
 };
+use crate::cluster::{self, Collective};
 use crate::config::RunConfig;
-use crate::data::{Data, Split};
+use crate::data::{Data, Dataset, Split};
 use crate::error::{TrainError, io};
 use crate::lock::RunLock;
 use crate::metrics::MetricsWriter;
@@ -34,49 +35,85 @@ impl Trainer {
     /// from the checkpoint's are logged, recorded in `metrics.jsonl` and carried into every
     /// later checkpoint.
     ///
-    /// In order: the run folder, its lock, the model and the optimizer, new or from the
-    /// checkpoint.
+    /// In order: the ranks' agreement (config and data), the run folder and its lock (rank 0's),
+    /// the model and the optimizer, new or from the checkpoint, and the ranks' agreement on the
+    /// weights.
     pub fn start(
         mut config: RunConfig,
         data: Data,
         device: Device,
         start: Start,
+        cluster: Arc<dyn Collective>,
     ) -> Result<Self, TrainError> {
         let Data {
             tokenizer, dataset, ..
         } = data;
         // The run's config records the tokenizer, so that a resume knows it.
         config.data.tokenizer = Some(tokenizer.kind());
+        if cluster.size() > 1 {
+            check_ranks_agree(&config, &tokenizer, &dataset, &*cluster)?;
+        }
+        let owner = cluster.is_root();
         let gpt = config.model.gpt(config.model_vocab(&tokenizer)?);
         let device = device.autodiff();
         let (run_dir, lock, model, optim, resumed) = match start {
             Start::New { stem } => {
-                let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)?;
-                let lock = RunLock::acquire(&run_dir)?;
-                if let Some((name, text)) = tokenizer.file() {
-                    let path = run_dir.join(name);
-                    atomic_write(&path, text.as_bytes()).map_err(io(&path))?;
-                }
+                let (run_dir, lock) = if owner {
+                    let run_dir = create_run_dir(&config.run.out, &config.run.name, stem)?;
+                    let lock = RunLock::acquire(&run_dir)?;
+                    if let Some((name, text)) = tokenizer.file() {
+                        let path = run_dir.join(name);
+                        atomic_write(&path, text.as_bytes()).map_err(io(&path))?;
+                    }
+                    (run_dir, Some(lock))
+                } else {
+                    (config.run.out.clone(), None)
+                };
                 device.seed(config.train.seed);
                 let model = gpt.init(&device);
                 (run_dir, lock, model, adamw(&config.train), None)
             }
             Start::Resume { checkpoint, files } => {
+                let files = *files;
                 let model = decode_model(&gpt, files.model, &device, &checkpoint)?;
                 let optim = decode_optimizer(&config.train, files.optimizer, &model, &checkpoint)?;
                 let run_dir = run_dir_of(&checkpoint);
-                let lock = RunLock::acquire(&run_dir)?;
-                let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {
-                    TrainError::Checkpoint(format!("{}: config.toml: {e}", checkpoint.display()))
-                })?;
-                let state = continue_metrics(&run_dir, files.state, &config, &saved)?;
+                let mut state = files.state;
+                let lock = if owner {
+                    let lock = RunLock::acquire(&run_dir)?;
+                    let saved: RunConfig = toml::from_str(&files.config_toml).map_err(|e| {
+                        TrainError::Checkpoint(format!(
+                            "{}: config.toml: {e}",
+                            checkpoint.display()
+                        ))
+                    })?;
+                    state = continue_metrics(&run_dir, state, &config, &saved, cluster.size())?;
+                    Some(lock)
+                } else {
+                    if let Some(change) = ranks_change(&state, cluster.size()) {
+                        state.changes.push(change);
+                    }
+                    None
+                };
                 (run_dir, lock, model, optim, Some((checkpoint, state)))
             }
         };
-        let config_path = run_dir.join("config.toml");
-        atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
-        let metrics_path = run_dir.join("metrics.jsonl");
-        let metrics = MetricsWriter::create(&metrics_path).map_err(io(&metrics_path))?;
+        if cluster.size() > 1 {
+            cluster::check_agreement(
+                &*cluster,
+                cluster::weights_checksum(&model),
+                "the starting weights",
+                "every rank must run the same build of Ember on the same backend",
+            )?;
+        }
+        let metrics = if owner {
+            let config_path = run_dir.join("config.toml");
+            atomic_write(&config_path, config.to_toml().as_bytes()).map_err(io(&config_path))?;
+            let metrics_path = run_dir.join("metrics.jsonl");
+            Some(MetricsWriter::create(&metrics_path).map_err(io(&metrics_path))?)
+        } else {
+            None
+        };
         let t = &config.train;
         let schedule = LrSchedule {
             lr: t.lr,
@@ -100,6 +137,7 @@ impl Trainer {
             resumed_from: resumed.as_ref().map(|(path, _)| path.clone()),
             changes: resumed.map_or_else(Vec::new, |(_, s)| s.changes),
             _lock: lock,
+            cluster,
             stop: Arc::new(AtomicBool::new(false)),
             sync_phases: false,
             optim,
@@ -131,18 +169,65 @@ pub enum Start<'a> {
     /// The checkpoint folder `checkpoint`, whose files were read and verified.
     Resume {
         checkpoint: PathBuf,
-        files: CheckpointFiles,
+        /// Boxed: the state and file bytes are most of the enum's size.
+        files: Box<CheckpointFiles>,
     },
 }
 
+/// Refuses ranks that would not train the same run: another config (the threads aside, which
+/// each rank sets for its own machine, and the run folder, which is rank 0's alone), other data,
+/// or a batch whose rows do not divide among them.
+fn check_ranks_agree(
+    config: &RunConfig,
+    tokenizer: &Tokenizer,
+    dataset: &Dataset,
+    cluster: &dyn Collective,
+) -> Result<(), TrainError> {
+    let mut shared = config.clone();
+    shared.run.threads = 0;
+    (shared.run.out, shared.run.name) = Default::default();
+    cluster::check_agreement(
+        cluster,
+        cluster::fingerprint(shared.to_toml().as_bytes()),
+        "the config",
+        "start every rank with the same config file, preset and --set options",
+    )?;
+    cluster::check_agreement(
+        cluster,
+        dataset.fingerprint(tokenizer)?,
+        "the data",
+        "give every rank the same data.path, with identical files on every node",
+    )?;
+    let (rows, ranks) = (config.train.batch_size, cluster.size());
+    if !rows.is_multiple_of(ranks) {
+        return Err(TrainError::Cluster(format!(
+            "train.batch_size = {rows} does not divide among {ranks} ranks (each takes an equal share of every batch's rows); \
+             use a batch size that is a multiple of {ranks}, or another number of ranks"
+        )));
+    }
+    Ok(())
+}
+
+/// The record of a resume with another number of ranks than the checkpoint's, if it is one.
+fn ranks_change(state: &CheckpointState, ranks: usize) -> Option<SettingChange> {
+    (state.ranks != ranks).then(|| SettingChange {
+        step: state.step,
+        key: "ranks".into(),
+        from: state.ranks.to_string(),
+        to: ranks.to_string(),
+    })
+}
+
 /// Drops the lines a resumed run will log again from `metrics.jsonl`, records there the
-/// optimizer settings `config` changes from the checkpoint's `saved` ones, and returns the
-/// checkpoint's state with those changes added.
+/// optimizer settings `config` changes from the checkpoint's `saved` ones (and the number of
+/// `ranks`, if other than the checkpoint's), and returns the checkpoint's state with those
+/// changes added.
 fn continue_metrics(
     run_dir: &Path,
     mut state: CheckpointState,
     config: &RunConfig,
     saved: &RunConfig,
+    ranks: usize,
 ) -> Result<CheckpointState, TrainError> {
     let metrics_path = run_dir.join("metrics.jsonl");
     crate::metrics::truncate_after(&metrics_path, state.step).map_err(io(&metrics_path))?;
@@ -156,6 +241,7 @@ fn continue_metrics(
             from,
             to,
         })
+        .chain(ranks_change(&state, ranks))
         .collect();
     if !changes.is_empty() {
         let event = ResumeEvent {
