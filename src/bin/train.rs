@@ -68,7 +68,7 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         &data,
         selected.is_cpu(),
         args.skip_memory_check,
-        joined.ranks_here,
+        (joined.collective.size(), joined.ranks_here),
     )?;
     let m = &config.model;
     let start = match resume {
@@ -247,10 +247,10 @@ fn check_memory(
     data: &Data,
     cpu: bool,
     skip: bool,
-    ranks_here: usize,
+    (ranks, ranks_here): (usize, usize),
 ) -> Result<()> {
     let vocab_size = config.model_vocab(&data.tokenizer)?;
-    let footprint = Footprint::estimate(config, vocab_size, data.dataset.tokens_in_memory());
+    let footprint = Footprint::estimate(config, vocab_size, data.dataset.tokens_in_memory(), ranks);
     let available = available_memory_bytes().map(|a| a / ranks_here as u64);
     let free = available.map_or_else(|| "unknown".to_string(), mib);
     let share = match ranks_here {

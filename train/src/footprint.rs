@@ -23,6 +23,9 @@
 //!   runtime (code,
 //!   thread stacks, allocator arenas: 18 MiB measured on the tiny preset).
 //!
+//! - with ranks training together, each holds the activations of its share of the rows, and
+//!   the all-reduce's bucket and its copy (2 x 32 MiB, `crate::cluster`).
+//!
 //! Evaluation runs the same batch size without autodiff and needs less than a training step.
 //! BENCHMARKS.md compares the estimate with the measured peak RSS of every preset.
 
@@ -44,11 +47,12 @@ pub struct Footprint {
 
 impl Footprint {
     /// What training `config` with a vocabulary of `vocab_size` on `tokens` tokens held in
-    /// memory needs.
-    pub fn estimate(config: &RunConfig, vocab_size: usize, tokens: usize) -> Self {
+    /// memory needs, in each of `ranks` processes training together (1: alone).
+    pub fn estimate(config: &RunConfig, vocab_size: usize, tokens: usize, ranks: usize) -> Self {
         let m = &config.model;
         let params = m.gpt(vocab_size).num_params();
-        let (b, t) = (config.train.batch_size as f64, m.context as f64);
+        let rows_here = config.train.batch_size.div_ceil(ranks);
+        let (b, t) = (rows_here as f64, m.context as f64);
         let (d, h, v) = (m.d_model as f64, m.n_head as f64, vocab_size as f64);
         let mut per_block = b * t * (16.0 * d + 4.0 + h);
         let mut embeddings = 0.0;
@@ -68,7 +72,7 @@ impl Footprint {
             } else {
                 0.0
             };
-        Self {
+        let mut footprint = Self {
             terms: vec![
                 (
                     "activations".to_string(),
@@ -83,7 +87,12 @@ impl Footprint {
                     RUNTIME_BYTES + BYTES_PER_TOKEN * tokens as f64,
                 ),
             ],
+        };
+        if ranks > 1 {
+            let buffers = 2.0 * F32 * (params.min(crate::cluster::BUCKET_FLOATS)) as f64;
+            footprint.terms.push(("all-reduce".to_string(), buffers));
         }
+        footprint
     }
 
     pub fn total(&self) -> f64 {
@@ -143,7 +152,7 @@ mod tests {
 
     #[test]
     fn the_small_preset_is_estimated_term_by_term() {
-        let f = Footprint::estimate(&preset("small", &[]), 65, 1_115_394);
+        let f = Footprint::estimate(&preset("small", &[]), 65, 1_115_394, 1);
         assert_eq!(
             f.terms[1],
             ("421697 parameters".to_string(), 20.0 * 421_697.0)
@@ -155,6 +164,11 @@ mod tests {
             4.0 * (blocks + 2048.0 * (3.0 * 128.0 + 2.0) + 2.0 * 2048.0 * 65.0)
         );
         assert!(f.refusal(1 << 40).is_none());
+        // Each of 2 ranks holds half the rows' activations, and the all-reduce's buffers.
+        let two = Footprint::estimate(&preset("small", &[]), 65, 1_115_394, 2);
+        assert_eq!(two.terms[1], f.terms[1]);
+        assert!(two.terms[0].1 < 0.6 * f.terms[0].1);
+        assert_eq!(two.terms[3], ("all-reduce".to_string(), 8.0 * 421_697.0));
     }
 
     #[test]
@@ -163,7 +177,7 @@ mod tests {
             "small",
             &["model.d_model=16384", "model.n_layer=64", "model.n_head=16"],
         );
-        let f = Footprint::estimate(&huge, 65, 1_115_394);
+        let f = Footprint::estimate(&huge, 65, 1_115_394, 1);
         assert!(f.total() > 3e12, "{}", f.describe());
         let why = f.refusal(16 << 30).unwrap();
         assert!(why.contains("16.0 GiB is available"), "{why}");
