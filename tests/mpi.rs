@@ -383,18 +383,20 @@ mod with_mpi {
 #[test]
 fn a_launchers_job_without_mpi_is_refused() {
     let out = tempfile::tempdir().unwrap();
-    let o = alone(&[
-        "--preset",
-        "tiny",
-        "--steps",
-        "1",
-        "--out",
-        out.path().to_str().unwrap(),
-    ])
-    .env("OMPI_COMM_WORLD_SIZE", "2")
-    .env("OMPI_COMM_WORLD_RANK", "1")
-    .output()
-    .unwrap();
+    let one_step = |world: &str| {
+        let out = out.path().to_str().unwrap();
+        alone(&["--preset", "tiny", "--steps", "1", "--out", out])
+            .args([
+                "--set",
+                "train.eval_iters=0",
+                "--set",
+                "train.sample_tokens=0",
+            ])
+            .env("OMPI_COMM_WORLD_SIZE", world)
+            .output()
+            .unwrap()
+    };
+    let o = one_step("2");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -404,23 +406,7 @@ fn a_launchers_job_without_mpi_is_refused() {
         "{err}"
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
-    // One process of one is a plain run.
-    let o = alone(&[
-        "--preset",
-        "tiny",
-        "--steps",
-        "1",
-        "--out",
-        out.path().to_str().unwrap(),
-    ])
-    .env("OMPI_COMM_WORLD_SIZE", "1")
-    .args([
-        "--set",
-        "train.eval_iters=0",
-        "--set",
-        "train.sample_tokens=0",
-    ])
-    .output()
-    .unwrap();
+    // A job of one process is a plain run.
+    let o = one_step("1");
     assert!(o.status.success(), "{}", out_err(&o));
 }
