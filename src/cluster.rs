@@ -2,9 +2,13 @@
 //! (`mpirun`, `mpiexec`, `srun`) started beside it, joined over MPI in a build with the `mpi`
 //! feature ([`ember_train::cluster`] is what they do together).
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use ember_train::StepHooks;
 use ember_train::cluster::{Collective, Solo};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::{Error, Result};
 
@@ -62,6 +66,74 @@ impl Joined {
             self.collective.abort(1);
         }
         result
+    }
+}
+
+/// Rank 0's one line when a job of several ranks is stopped by a signal (a launcher ending the
+/// job because another rank died, Ctrl-C, a scheduler's SIGTERM): what happens next and the
+/// command that continues. The launcher's own message names a rank that died; rank 0 itself
+/// may then be stuck in a collective, waiting for it, until the launcher kills it.
+pub struct StopNotice {
+    state: Arc<Mutex<NoticeState>>,
+}
+
+struct NoticeState {
+    step: usize,
+    checkpoint: Option<PathBuf>,
+    run_dir: PathBuf,
+}
+
+impl Joined {
+    /// The [`StopNotice`] of a run in `run_dir` whose last checkpoint so far is `checkpoint`:
+    /// listening on rank 0 of several ranks, silent otherwise.
+    pub fn stop_notice(
+        &self,
+        run_dir: &Path,
+        checkpoint: Option<PathBuf>,
+    ) -> std::io::Result<StopNotice> {
+        let state = Arc::new(Mutex::new(NoticeState {
+            step: 0,
+            checkpoint,
+            run_dir: run_dir.to_path_buf(),
+        }));
+        if self.collective.size() > 1 && self.collective.is_root() {
+            let mut signals = Signals::new([SIGTERM, SIGINT])?;
+            let state = Arc::clone(&state);
+            std::thread::spawn(move || {
+                for signal in signals.forever() {
+                    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    let last = match &s.checkpoint {
+                        Some(path) => format!("the last checkpoint, {}, is kept", path.display()),
+                        None => "no checkpoint was saved yet".to_string(),
+                    };
+                    eprintln!(
+                        "note: rank 0: {name} during step {}: if every rank is still running, the run stops after this step with a checkpoint; \
+                         if a rank died (the launcher names it), {last}; continue with: mpirun ... train --resume {}",
+                        s.step,
+                        s.run_dir.display()
+                    );
+                }
+            });
+        }
+        Ok(StopNotice { state })
+    }
+}
+
+impl StepHooks for StopNotice {
+    fn begin_step(&mut self, step: usize) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).step = step;
+    }
+
+    fn on_checkpoint(&mut self, _step: usize, path: &Path) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .checkpoint = Some(path.to_path_buf());
     }
 }
 

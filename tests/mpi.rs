@@ -268,6 +268,12 @@ mod with_mpi {
         );
         assert!(!status.success(), "{said}");
         assert!(said.contains("rank 1"), "the rank is not named: {said}");
+        // Rank 0, stopped by the launcher while it waits for rank 1, says what to do.
+        assert!(
+            said.contains("note: rank 0: SIGTERM during step")
+                && said.contains(&format!("train --resume {}", run.display())),
+            "{said}"
+        );
 
         // The latest checkpoint verifies and the run goes on from it, on 2 ranks.
         let latest = ember_train::checkpoint::open(&run).expect("the last checkpoint is intact");

@@ -71,6 +71,7 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         (joined.collective.size(), joined.ranks_here),
     )?;
     let m = &config.model;
+    let resumed_from = resume.as_ref().map(|(dir, _)| dir.clone());
     let start = match resume {
         Some((checkpoint, files)) => Start::Resume {
             checkpoint,
@@ -140,6 +141,8 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         signal_hook::flag::register(signal, trainer.stop_flag())?;
     }
 
+    let notice = joined.stop_notice(trainer.run_dir(), resumed_from)?;
+
     let started = std::time::Instant::now();
     // The memory scope first: it opens each step before, and accounts before, the display.
     let mut hooks = (
@@ -148,10 +151,10 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
             &GLOBAL_COUNTERS,
             selected.device.clone(),
         ),
-        Progress::new(config.train.steps),
+        (Progress::new(config.train.steps), notice),
     );
     let summary = selected.run(|| trainer.train(&mut hooks));
-    hooks.1.finish();
+    hooks.1.0.finish();
     let summary = summary?;
     if !joined.collective.is_root() {
         // The run folder and its report are rank 0's.
