@@ -220,6 +220,7 @@ mod mpi_ranks {
 
     use ember_train::cluster::Collective;
     use mpi::collective::SystemOperation;
+    use mpi::datatype::Equivalence;
     use mpi::environment::{Threading, Universe};
     use mpi::traits::{Communicator, CommunicatorCollectives};
 
@@ -251,6 +252,16 @@ mod mpi_ranks {
             })
         }
 
+        /// Replaces `values` by their sum over the ranks. rsmpi's all-reduce takes separate
+        /// buffers (no MPI_IN_PLACE): the copy is at most one bucket of gradients.
+        fn sum<T: Equivalence + Clone>(&self, values: &mut [T]) {
+            let _one = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            let send = values.to_vec();
+            self.universe
+                .world()
+                .all_reduce_into(&send[..], values, SystemOperation::sum());
+        }
+
         /// Ranks that share this machine's memory (and cores), this one included.
         pub fn ranks_here(&self) -> usize {
             let _one = self.calls.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,21 +280,11 @@ mod mpi_ranks {
         }
 
         fn sum_f32(&self, values: &mut [f32]) {
-            let _one = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-            // rsmpi's all-reduce takes separate buffers (no MPI_IN_PLACE): the copy is at most
-            // one bucket of gradients.
-            let send = values.to_vec();
-            self.universe
-                .world()
-                .all_reduce_into(&send[..], values, SystemOperation::sum());
+            self.sum(values);
         }
 
         fn sum_f64(&self, values: &mut [f64]) {
-            let _one = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-            let send = values.to_vec();
-            self.universe
-                .world()
-                .all_reduce_into(&send[..], values, SystemOperation::sum());
+            self.sum(values);
         }
 
         fn gather_u64(&self, value: u64) -> Vec<u64> {

@@ -23,7 +23,7 @@ mod with_mpi {
     use std::time::{Duration, Instant};
 
     use super::{alone, out_err};
-    use crate::common::losses;
+    use crate::common::{self, losses};
 
     /// `mpirun` as CI runs it: as root, on 2 cores with more ranks than cores allowed, and
     /// without the shared-memory single copy that containers forbid. The job's processes follow.
@@ -88,12 +88,7 @@ mod with_mpi {
 
     /// (step, validation loss) of every evaluated step.
     fn val_losses(run: &Path) -> Vec<(u64, f64)> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter_map(|v| Some((v["step"].as_u64()?, v["val_loss"].as_f64()?)))
-            .collect()
+        common::metric(run, "val_loss")
     }
 
     #[test]

@@ -161,11 +161,17 @@ pub fn trained_run(out: &Path, extra: &[&str]) -> PathBuf {
 
 /// (step, loss) of every step line of a run's `metrics.jsonl` (event lines have no loss).
 pub fn losses(run: &Path) -> Vec<(u64, f64)> {
+    metric(run, "loss")
+}
+
+/// (step, value) of every line of a run's `metrics.jsonl` that has `key` (`val_loss` only on
+/// evaluated steps).
+pub fn metric(run: &Path, key: &str) -> Vec<(u64, f64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()?)))
+        .filter_map(|v| Some((v["step"].as_u64()?, v[key].as_f64()?)))
         .collect()
 }
 

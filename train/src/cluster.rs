@@ -100,15 +100,19 @@ pub fn check_agreement(
 
 /// The first 8 bytes of the SHA-256 of `bytes`: what ranks compare to agree on something.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    let digest = Sha256::digest(bytes);
-    u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
+    first_u64(Sha256::new().chain_update(bytes))
 }
 
 /// A checksum of every parameter's values, in the module's order.
 pub fn weights_checksum<M: Module>(model: &M) -> u64 {
     let mut hashing = HashParams(Sha256::new());
     model.visit(&mut hashing);
-    let digest = hashing.0.finalize();
+    first_u64(hashing.0)
+}
+
+/// The first 8 bytes of what `hasher` has taken in.
+fn first_u64(hasher: Sha256) -> u64 {
+    let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
@@ -135,37 +139,30 @@ pub fn average_gradients<M: Module>(
     }
     let mut taken = TakeGrads {
         grads,
-        order: Vec::new(),
-        values: HashMap::new(),
+        values: Vec::new(),
         device: None,
     };
     model.visit(&mut taken);
     let TakeGrads {
         grads,
-        order,
         mut values,
         device,
-        ..
     } = taken;
     let Some(device) = device else {
         return;
     };
-    let mut tensors: Vec<&mut [f32]> = Vec::with_capacity(order.len());
     // The visit's order is the module's, the same on every rank, and so are the buckets.
-    let mut by_id: Vec<(ParamId, TensorData)> = order
-        .iter()
-        .map(|id| (*id, values.remove(id).expect("taken above")))
-        .collect();
-    for (_, data) in &mut by_id {
-        tensors.push(
+    let mut tensors: Vec<&mut [f32]> = values
+        .iter_mut()
+        .map(|(_, data)| {
             data.as_mut_slice::<f32>()
-                .expect("gradients are f32 when ranks train together"),
-        );
-    }
+                .expect("gradients are f32 when ranks train together")
+        })
+        .collect();
     sum_in_buckets(&mut tensors, collective, 1.0 / collective.size() as f32);
     let mut put = PutGrads {
         grads,
-        values: by_id.into_iter().collect(),
+        values: values.into_iter().collect(),
         device,
     };
     model.visit(&mut put);
@@ -212,11 +209,10 @@ fn sum_in_buckets(tensors: &mut [&mut [f32]], collective: &dyn Collective, scale
     }
 }
 
-/// Takes every gradient out of `grads` as host values, recording the parameters' order.
+/// Takes every gradient out of `grads` as host values, in the parameters' order.
 struct TakeGrads<'a> {
     grads: &'a mut GradientsParams,
-    order: Vec<ParamId>,
-    values: HashMap<ParamId, TensorData>,
+    values: Vec<(ParamId, TensorData)>,
     device: Option<Device>,
 }
 
@@ -224,8 +220,7 @@ impl ModuleVisitor for TakeGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(grad) = self.grads.remove::<D>(param.id) {
             self.device.get_or_insert_with(|| grad.device());
-            self.order.push(param.id);
-            self.values.insert(param.id, grad.into_data());
+            self.values.push((param.id, grad.into_data()));
         }
     }
 }
