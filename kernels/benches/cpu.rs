@@ -66,30 +66,37 @@ fn kernels(c: &mut Criterion) {
         })
     });
 
-    let shape = AttentionShape {
-        batch: b,
-        time: t,
-        past: 0,
-        heads: h,
-        d_model: d,
-    };
-    let qkv = values(rows * 3 * d);
-    let (mut y, mut lse, mut dqkv) = (
-        vec![0.0; rows * d],
-        vec![0.0; b * h * t],
-        vec![0.0; qkv.len()],
-    );
-    // Multiply-adds actually done: the causal half of two T x T x hd products per head.
-    let flops = |products: usize| (products * b * h * t * (t + 1) / 2 * (d / h) * 2) as u64;
-    group.throughput(Throughput::Elements(flops(2)));
-    group.bench_function("attention_32x64x384", |bench| {
-        bench.iter(|| cpu::causal_attention(&qkv, shape, &mut y, &mut lse))
-    });
-    let dy = values(rows * d);
-    group.throughput(Throughput::Elements(flops(5)));
-    group.bench_function("attention_backward_32x64x384", |bench| {
-        bench.iter(|| cpu::causal_attention_backward(&qkv, &y, &lse, &dy, shape, &mut dqkv))
-    });
+    // Attention at the small preset's shape and at GPT-2 124M's (batch 8 x context 256, 12
+    // heads of 64): the head size and the number of key blocks differ.
+    for (b, t, d, h) in [(b, t, d, h), (8, 256, 768, 12)] {
+        let (rows, shape) = (
+            b * t,
+            AttentionShape {
+                batch: b,
+                time: t,
+                past: 0,
+                heads: h,
+                d_model: d,
+            },
+        );
+        let qkv = values(rows * 3 * d);
+        let (mut y, mut lse, mut dqkv) = (
+            vec![0.0; rows * d],
+            vec![0.0; b * h * t],
+            vec![0.0; qkv.len()],
+        );
+        // Multiply-adds actually needed: the causal half of two T x T x hd products per head.
+        let flops = |products: usize| (products * b * h * t * (t + 1) / 2 * (d / h) * 2) as u64;
+        group.throughput(Throughput::Elements(flops(2)));
+        group.bench_function(format!("attention_{b}x{t}x{}", 3 * d), |bench| {
+            bench.iter(|| cpu::causal_attention(&qkv, shape, &mut y, &mut lse))
+        });
+        let dy = values(rows * d);
+        group.throughput(Throughput::Elements(flops(5)));
+        group.bench_function(format!("attention_backward_{b}x{t}x{}", 3 * d), |bench| {
+            bench.iter(|| cpu::causal_attention_backward(&qkv, &y, &lse, &dy, shape, &mut dqkv))
+        });
+    }
 
     let logits = values(rows * v);
     let targets: Vec<usize> = (0..rows).map(|i| i % v).collect();
