@@ -88,7 +88,7 @@ fn blas() -> Option<&'static Blas> {
 pub enum Engine {
     /// The gemm crate on rayon's pool.
     GemmCrate,
-    /// The registered BLAS library, the output's rows split across rayon's threads, one BLAS
+    /// The registered BLAS library, the output cut across rayon's threads ([`Block::split`]), one BLAS
     /// thread each: the choice when BLAS is preferred (faster than the next, measured on the
     /// small and medium presets' steps, and no second thread pool beside rayon's).
     BlasRows,
@@ -244,29 +244,88 @@ pub fn matmul_on<E: Float>(
     match engine {
         Engine::GemmCrate => gemm_crate_product((m, n, k), a, b, c, into),
         Engine::BlasRows => {
-            let rows = m.div_ceil(parts);
-            c.par_chunks_mut(rows * n).enumerate().for_each(|(i, c)| {
-                let part = Block {
-                    row0: i * rows,
-                    rows: c.len() / n,
-                };
-                blas_product(library, (n, k), a, b, c.as_mut_ptr(), part, into);
-            });
+            let output = Output(c.as_mut_ptr());
+            Block::split((m, n), parts)
+                .into_par_iter()
+                .for_each(|part| {
+                    blas_product(library, (n, k), a, b, output.get(), part, into);
+                });
         }
         Engine::BlasThreads => {
             (library.set_threads)(parts);
-            let all = Block { row0: 0, rows: m };
+            let all = Block {
+                row0: 0,
+                rows: m,
+                col0: 0,
+                cols: n,
+            };
             blas_product(library, (n, k), a, b, c.as_mut_ptr(), all, into);
             (library.set_threads)(1);
         }
     }
 }
 
-/// The rows of an `m × n` product one call computes: `rows` rows from `row0`.
-#[derive(Clone, Copy)]
+/// The block of an `m × n` product one call computes: `rows` rows from `row0`, `cols` columns
+/// from `col0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Block {
     row0: usize,
     rows: usize,
+    col0: usize,
+    cols: usize,
+}
+
+impl Block {
+    /// The `m × n` product cut into at most `parts` blocks, one per thread, across its rows or
+    /// its columns. Each call packs its share of the split operand and all of the other, so the
+    /// cut goes through the larger of `a` (`m × k`) and `b` (`k × n`): rows when `m >= n`, as
+    /// in every forward product (`m` is the batch's rows); columns for the weight gradients of
+    /// the layers that widen (`xᵀ·dy`, `d × 3d`, `d × 4d`) and for the output head's products
+    /// at GPT-2's vocabulary, where cutting rows had each thread pack the whole 154 MB weight.
+    fn split((m, n): (usize, usize), parts: usize) -> Vec<Block> {
+        let across = |len: usize| {
+            let size = len.div_ceil(parts.max(1));
+            (0..len)
+                .step_by(size.max(1))
+                .map(move |start| (start, size.min(len - start)))
+        };
+        if m >= n {
+            across(m)
+                .map(|(row0, rows)| Block {
+                    row0,
+                    rows,
+                    col0: 0,
+                    cols: n,
+                })
+                .collect()
+        } else {
+            across(n)
+                .map(|(col0, cols)| Block {
+                    row0: 0,
+                    rows: m,
+                    col0,
+                    cols,
+                })
+                .collect()
+        }
+    }
+}
+
+/// The output's first element, shared by the calls that write its disjoint blocks.
+#[derive(Clone, Copy)]
+struct Output<E>(*mut MaybeUninit<E>);
+
+// SAFETY: the pointer is only offset to the first element of a block, and each block is written
+// by one call alone (`Block::split` gives disjoint blocks), so the threads never touch the same
+// element.
+unsafe impl<E> Send for Output<E> {}
+unsafe impl<E> Sync for Output<E> {}
+
+impl<E> Output<E> {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    fn get(self) -> *mut MaybeUninit<E> {
+        self.0
+    }
 }
 
 /// One cblas call for the `part` of the `m × n` product whose first element is `c` (row-major,
@@ -281,36 +340,43 @@ fn blas_product<E: Float>(
     into: Destination,
 ) {
     const ROW_MAJOR: i32 = 101;
-    // The first row of `a` the part reads.
+    // The first element of `a` the part reads (its first row), of `b` (its first column) and of
+    // `c` (the block's corner).
     let a_start = if a.transposed {
         part.row0
     } else {
         part.row0 * a.ld
     };
+    let b_start = if b.transposed {
+        part.col0 * b.ld
+    } else {
+        part.col0
+    };
+    let c_start = part.row0 * n + part.col0;
     let trans = |v: &View<'_, E>| if v.transposed { 112 } else { 111 };
     let beta = match into {
         Destination::Overwrite => E::ZERO,
         Destination::Accumulate => E::ONE,
     };
-    // SAFETY: `check` bounded both operands inside their slices, and the part's rows of `c`
-    // lie inside the output and are written by this call alone. With beta = 0 cblas does not read `c`
-    // ("C need not be set on input"), so it may be uninitialized; with beta = 1 the caller
-    // initialized it.
+    // SAFETY: `check` bounded both operands inside their slices and the caller `c` to the
+    // `m × n` output; the part's block lies inside it and is written by this call alone. With
+    // beta = 0 cblas does not read `c` ("C need not be set on input"), so it may be
+    // uninitialized; with beta = 1 the caller initialized it.
     unsafe {
         E::cblas(library)(
             ROW_MAJOR,
             trans(&a),
             trans(&b),
             part.rows as i32,
-            n as i32,
+            part.cols as i32,
             k as i32,
             E::ONE,
             a.values.as_ptr().add(a_start),
             a.ld as i32,
-            b.values.as_ptr(),
+            b.values.as_ptr().add(b_start),
             b.ld as i32,
             beta,
-            c.cast::<E>(),
+            c.add(c_start).cast::<E>(),
             n as i32,
         )
     }
@@ -402,7 +468,8 @@ mod tests {
     /// What `matmul`'s SAFETY comments rely on, for every engine: with `Overwrite`, a destination
     /// full of NaN comes out holding exactly the product (NaN would survive or spread if the
     /// engine read it), for the gemm crate's small-product path (m·n <= 16·16), its blocked one,
-    /// the parallel products (m·n·k >= 2^18, split across rayon), odd sizes, and k = 0 (zeros).
+    /// the parallel products (m·n·k >= 2^18, split across rayon by rows or, when wider than
+    /// tall, by columns), odd sizes, and k = 0 (zeros).
     #[test]
     fn overwrite_writes_every_element_and_reads_none() {
         let shapes = [
@@ -413,6 +480,7 @@ mod tests {
             (64, 128, 0),
             (130, 70, 65),
             (300, 257, 129),
+            (70, 300, 129),
             (2048, 128, 64),
         ];
         for engine in engines() {
@@ -455,9 +523,38 @@ mod tests {
     }
 
     #[test]
+    fn blocks_cover_every_element_once_and_cut_the_longer_side() {
+        for (m, n) in [
+            (1, 1),
+            (7, 3),
+            (3, 7),
+            (2048, 768),
+            (256, 50304),
+            (301, 301),
+        ] {
+            for parts in [1, 2, 3, 16] {
+                let blocks = Block::split((m, n), parts);
+                assert!(blocks.len() <= parts, "{m}x{n} in {parts}: {blocks:?}");
+                let mut seen = vec![0u8; m * n];
+                for b in &blocks {
+                    assert!(b.rows == m || b.cols == n, "one side stays whole: {b:?}");
+                    for i in b.row0..b.row0 + b.rows {
+                        for j in b.col0..b.col0 + b.cols {
+                            seen[i * n + j] += 1;
+                        }
+                    }
+                }
+                assert!(seen.iter().all(|&s| s == 1), "{m}x{n} in {parts}");
+                let cut_rows = blocks.iter().all(|b| b.cols == n);
+                assert!(parts == 1 || blocks.len() == 1 || cut_rows == (m >= n));
+            }
+        }
+    }
+
+    #[test]
     fn accumulate_adds_to_the_destination_and_transposed_views_read_in_place() {
-        // Large enough to be split across threads, with odd sizes.
-        for (m, n, k) in [(37, 45, 19), (301, 129, 67)] {
+        // Large enough to be split across threads (by rows, then by columns), with odd sizes.
+        for (m, n, k) in [(37, 45, 19), (301, 129, 67), (129, 301, 67)] {
             let (a, b) = (values(m * k, 3.0), values(k * n, 4.0));
             // aᵀ stored as k × m, bᵀ as n × k.
             let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
