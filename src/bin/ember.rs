@@ -21,6 +21,12 @@ use ember_train::tokenizer::TokenizerKind;
 use ember_train::tokenizer::VOCAB_JSON;
 use std::io::Write;
 
+use ember::memory::TrackingAllocator;
+
+/// The allocator `train` registers, so that `ember bench` measures the steps `train` runs.
+#[global_allocator]
+static ALLOCATOR: TrackingAllocator = TrackingAllocator::system();
+
 #[derive(Debug, Parser)]
 #[command(name = "ember", version)]
 struct Args {

@@ -1,8 +1,10 @@
 //! The tracking allocator: the process allocator with counters of live bytes, peaks and calls,
 //! so that the memory scope can say what each training step kept.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use super::reuse::ReusingAllocator;
 
 /// Counters of one [`TrackingAllocator`]. Relaxed atomics: each update is one uncontended-ish
 /// atomic add on the allocation path, and exactness holds once the threads that allocated have
@@ -78,17 +80,20 @@ impl Counters {
     }
 }
 
-/// A [`GlobalAlloc`] that forwards to `A` (the system allocator by default) and counts.
-pub struct TrackingAllocator<A = System> {
+/// A [`GlobalAlloc`] that forwards to `A` (the system allocator, reusing its large blocks, by
+/// default) and counts. Blocks the reuse keeps count as freed: they are the allocator's, not
+/// the program's.
+pub struct TrackingAllocator<A = ReusingAllocator> {
     inner: A,
     counters: &'static Counters,
 }
 
-impl TrackingAllocator<System> {
-    /// The system allocator, counted in [`GLOBAL_COUNTERS`]: what the binaries register.
+impl TrackingAllocator<ReusingAllocator> {
+    /// The system allocator with its large blocks reused, counted in [`GLOBAL_COUNTERS`]: what
+    /// the binaries register.
     pub const fn system() -> Self {
         Self {
-            inner: System,
+            inner: ReusingAllocator::system(),
             counters: &GLOBAL_COUNTERS,
         }
     }

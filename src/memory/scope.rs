@@ -10,7 +10,7 @@ use ember_train::sys::{mib, peak_rss_bytes, rss_bytes};
 use ember_train::{StepHooks, TrainError};
 use tracing::warn;
 
-use super::{Counters, trim};
+use super::{Counters, ReusingAllocator, trim};
 
 /// Wraps each training step: records its high-water mark and the bytes it kept, trims every
 /// `trim_every` steps, and after `warmup_steps` holds every step to `tolerance_bytes` of kept
@@ -88,6 +88,10 @@ impl MemoryScope {
 }
 
 impl StepHooks for MemoryScope {
+    fn before_checkpoint(&mut self, _step: usize) {
+        ReusingAllocator::system().release();
+    }
+
     fn begin_step(&mut self, step: usize) {
         self.step = step;
         self.live_at_begin = self.counters.stats().live;

@@ -3,6 +3,8 @@
 
 use burn::tensor::Device;
 
+use super::ReusingAllocator;
+
 /// Largest request glibc still serves from its heaps with [`tune_allocator`] (its own ceiling).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
@@ -35,8 +37,9 @@ pub struct Trimmed {
 /// Returns freed memory to the operating system and the device, and reports what was given
 /// back.
 ///
-/// glibc keeps freed memory in its per-thread arenas and rarely returns it: `malloc_trim(0)`
-/// releases the free pages of every arena. GPU backends keep device memory in pools that Burn's
+/// The large blocks [`ReusingAllocator`] keeps are freed. glibc keeps freed memory in its
+/// per-thread arenas and rarely returns it: `malloc_trim(0)` releases the free pages of every
+/// arena. GPU backends keep device memory in pools that Burn's
 /// `memory_cleanup` shrinks (what each pool reserves is read before and after). Elsewhere
 /// (macOS, musl) this is a no-op for host memory: those allocators return large blocks eagerly.
 pub fn trim(device: &Device) -> Trimmed {
@@ -45,6 +48,7 @@ pub fn trim(device: &Device) -> Trimmed {
     let device_before = reserved();
     device.memory_cleanup();
     let device_freed = device_before.saturating_sub(reserved());
+    ReusingAllocator::system().release();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions.
     unsafe {

@@ -17,6 +17,9 @@ pub trait StepHooks {
     }
     fn on_eval(&mut self, _eval: &EvalRecord) {}
     fn on_sample(&mut self, _step: usize, _text: &str) {}
+    /// Just before step `step`'s checkpoint is written: memory held for reuse can go back
+    /// first, so that it does not add to the checkpoint's peak.
+    fn before_checkpoint(&mut self, _step: usize) {}
     fn on_checkpoint(&mut self, _step: usize, _path: &Path) {}
 }
 
@@ -43,6 +46,10 @@ impl<A: StepHooks, B: StepHooks> StepHooks for (A, B) {
         self.0.on_sample(step, text);
         self.1.on_sample(step, text);
     }
+    fn before_checkpoint(&mut self, step: usize) {
+        self.0.before_checkpoint(step);
+        self.1.before_checkpoint(step);
+    }
     fn on_checkpoint(&mut self, step: usize, path: &Path) {
         self.0.on_checkpoint(step, path);
         self.1.on_checkpoint(step, path);
@@ -61,6 +68,9 @@ impl<H: StepHooks + ?Sized> StepHooks for &mut H {
     }
     fn on_sample(&mut self, step: usize, text: &str) {
         (**self).on_sample(step, text);
+    }
+    fn before_checkpoint(&mut self, step: usize) {
+        (**self).before_checkpoint(step);
     }
     fn on_checkpoint(&mut self, step: usize, path: &Path) {
         (**self).on_checkpoint(step, path);

@@ -167,6 +167,7 @@ impl Trainer {
             stopped =
                 cluster::any(&*self.cluster, self.stop.load(Ordering::Relaxed)) && step < t.steps;
             if stopped || step == t.steps || due(t.checkpoint_every, step) {
+                hooks.before_checkpoint(step);
                 let path = self.save_checkpoint(step, self.earlier_train_time + train_time)?;
                 if let Some(path) = path {
                     hooks.on_checkpoint(step, &path);
