@@ -1,6 +1,7 @@
 //! What training recipes at GPT-2's scale need, checked on the tiny preset: gradient
 //! accumulation equals one batch of all its micro-batches; dropout acts in training steps only;
-//! both stay bit-exact across a resume.
+//! both stay bit-exact across a resume. CI also runs the first two on wgpu (lavapipe), where
+//! the comparison of accumulated and whole batches gets ten times the tolerance.
 
 mod common;
 
@@ -37,6 +38,7 @@ fn run(out: &Path, name: &str, sets: &[&str]) -> (Vec<(u64, f64)>, Vec<f64>) {
 #[test]
 fn accumulated_micro_batches_equal_one_batch_of_them_all() {
     let out = tempfile::tempdir().unwrap();
+    let tolerance = if common::on_gpu() { 1e-4 } else { 1e-5 };
     let (whole_losses, whole) = run(out.path(), "whole", &["train.batch_size=8"]);
     for (name, sets) in [
         ("two", ["train.batch_size=4", "train.grad_accum=2"]),
@@ -46,7 +48,7 @@ fn accumulated_micro_batches_equal_one_batch_of_them_all() {
         assert_eq!(accumulated_losses.len(), whole_losses.len());
         for ((step, a), (_, b)) in accumulated_losses.iter().zip(&whole_losses) {
             assert!(
-                (a - b).abs() <= 1e-5 * b.abs(),
+                (a - b).abs() <= tolerance * b.abs(),
                 "{name}: step {step}: loss {a} accumulated, {b} in one batch"
             );
         }
@@ -55,7 +57,10 @@ fn accumulated_micro_batches_equal_one_batch_of_them_all() {
             .zip(&whole)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        assert!(worst <= 1e-5, "{name}: weights differ by up to {worst:e}");
+        assert!(
+            worst <= tolerance,
+            "{name}: weights differ by up to {worst:e}"
+        );
     }
 }
 
