@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ember against the PyTorch reference trainer, side by side on this machine: for each preset,
-# REPS rounds of (ember bench, torch_ref.py) interleaved, then medians and ratios.
+# REPS rounds of (ember bench, train, torch_ref.py) interleaved, then medians and ratios.
 #   benches/vs_torch.sh REPS PRESET... [-- EMBER_BINARY...]
+# `train` (target/release/train, the same steps without evaluation, samples or checkpoints) is
+# reported from its own metrics: the median of the tokens/s it logs, its first line left out.
 # Needs `pip install torch numpy` and the reference at ../shared/bench/torch_ref.py (override
 # with TORCH_REF=path). Extra binaries (e.g. a --features flex build of `ember`) are measured
 # in the same rounds. Run on a quiet machine: never while anything else builds.
@@ -25,6 +27,9 @@ for preset in "${presets[@]}"; do
       "${bins[$i]}" bench --preset "$preset" --warmup 5 --steps "$n" --json "$out/ember-$i.jsonl" > /dev/null
       echo "${bins[$i]}" > "$out/ember-$i.name"
     done
+    target/release/train --preset "$preset" --steps $((n + 5)) --out "$out/train" \
+      --set run.name="$preset-$r" --set train.eval_iters=0 --set train.sample_tokens=0 \
+      --set train.checkpoint_every=0 --set train.log_every=5 > /dev/null
     OMP_WAIT_POLICY=PASSIVE python3 "$ref" --data "$data" --d "$d" --layers "$l" --heads "$h" \
       --ctx 64 --batch 32 --steps $((n + 5)) --eval-iters 0 --threads 2 --tag "$preset" \
       --json "$out/torch.jsonl" > /dev/null
@@ -52,5 +57,12 @@ for p in presets:
         name += f" ({open(f[:-len('.jsonl')] + '.name').read().strip()})"
         runs = ", ".join("%.0f" % r["tokens_per_sec"] for r in e)
         print(f"| {p} | {name} | {tok:.0f} | {runs} | {tok / t_tok:.2f} | {rss:.0f} | {100 * mfu:.1f}% |")
+    runs = []
+    for run in sorted(glob.glob(os.path.join(out, "train", p + "-*"))):
+        logged = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+        runs.append(statistics.median(r["tokens_per_sec"] for r in logged[1:] if "loss" in r))
+    tok = statistics.median(runs)
+    runs = ", ".join("%.0f" % r for r in runs)
+    print(f"| {p} | Ember train (target/release/train, its metrics) | {tok:.0f} | {runs} | {tok / t_tok:.2f} | | |")
 PY
 rm -rf "$out"
