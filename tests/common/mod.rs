@@ -23,12 +23,6 @@ pub fn cpu() -> Device {
         .device
 }
 
-/// Whether [`cpu`] is a GPU backend (`EMBER_TEST_DEVICE=wgpu` in CI's lavapipe step): its
-/// float sums run in an order that varies from run to run, so comparisons get more tolerance.
-pub fn on_gpu() -> bool {
-    std::env::var("EMBER_TEST_DEVICE").is_ok_and(|d| d.starts_with("wgpu") || d.starts_with("cuda"))
-}
-
 /// A new run of `config` on `text`, on the test CPU device.
 pub fn new_trainer(config: RunConfig, text: &str) -> Trainer {
     start_on(config, text, cpu(), None)
