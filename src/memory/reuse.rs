@@ -59,9 +59,10 @@ impl BlockCache {
         }
     }
 
-    /// Empties the cache, returning what it held.
-    fn drain(&self) -> Vec<(usize, Layout)> {
-        self.slots().iter_mut().filter_map(Option::take).collect()
+    /// Empties the cache, returning what it held (without allocating: it runs inside the
+    /// allocator).
+    fn drain(&self) -> [Option<(usize, Layout)>; SLOTS] {
+        std::mem::replace(&mut *self.slots(), [None; SLOTS])
     }
 
     /// Bytes held.
@@ -97,7 +98,7 @@ impl ReusingAllocator {
 
     /// Frees every kept block.
     pub fn release(&self) {
-        for (address, layout) in self.cache.drain() {
+        for (address, layout) in self.cache.drain().into_iter().flatten() {
             // SAFETY: the block came from `System` with this layout and was freed by its owner
             // (`dealloc`) before it was kept; draining removed it from the cache.
             unsafe { System.dealloc(address as *mut u8, layout) };
