@@ -21,6 +21,6 @@ mod scope;
 mod trim;
 
 pub use allocator::{AllocStats, Counters, GLOBAL_COUNTERS, TrackingAllocator};
-pub use reuse::{BlockCache, LARGE, ReusingAllocator, SYSTEM_BLOCKS};
+pub use reuse::ReusingAllocator;
 pub use scope::{MemoryScope, MemorySummary};
 pub use trim::{Trimmed, trim, tune_allocator};

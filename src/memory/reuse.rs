@@ -15,19 +15,19 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
 /// The smallest block kept: glibc's largest heap request, above which it maps and unmaps.
-pub const LARGE: usize = 32 << 20;
+const LARGE: usize = 32 << 20;
 
 /// Blocks kept at most. A step of GPT-2 124M frees about six large blocks of a few sizes; a
 /// bound keeps a run with many different large sizes from holding more than a few of them.
 const SLOTS: usize = 8;
 
 /// Freed large blocks waiting for a request of their layout: `(address, layout)`.
-pub struct BlockCache {
+struct BlockCache {
     slots: Mutex<[Option<(usize, Layout)>; SLOTS]>,
 }
 
 impl BlockCache {
-    pub const fn new() -> Self {
+    const fn new() -> Self {
         Self {
             slots: Mutex::new([None; SLOTS]),
         }
@@ -66,19 +66,14 @@ impl BlockCache {
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.slots().iter().flatten().map(|(_, l)| l.size()).sum()
     }
 }
 
-impl Default for BlockCache {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The cache of the allocator the binaries register.
-pub static SYSTEM_BLOCKS: BlockCache = BlockCache::new();
+static SYSTEM_BLOCKS: BlockCache = BlockCache::new();
 
 /// The system allocator with a [`BlockCache`] for its large blocks.
 pub struct ReusingAllocator {
@@ -92,7 +87,7 @@ impl ReusingAllocator {
     }
 
     /// The system allocator keeping its large blocks in `cache` (tests use their own).
-    pub const fn new(cache: &'static BlockCache) -> Self {
+    const fn new(cache: &'static BlockCache) -> Self {
         Self { cache }
     }
 

@@ -88,10 +88,10 @@ fn blas() -> Option<&'static Blas> {
 pub enum Engine {
     /// The gemm crate on rayon's pool.
     GemmCrate,
-    /// The registered BLAS library, the output cut across rayon's threads ([`Block::split`]), one BLAS
-    /// thread each: the choice when BLAS is preferred (faster than the next, measured on the
-    /// small and medium presets' steps, and no second thread pool beside rayon's).
-    BlasRows,
+    /// The registered BLAS library, the output cut across rayon's threads ([`Block::split`]),
+    /// one BLAS thread each: the choice when BLAS is preferred (faster than the next, measured
+    /// on the small and medium presets' steps, and no second thread pool beside rayon's).
+    BlasOnRayon,
     /// The registered BLAS library with as many of its own threads as rayon has (for the
     /// benchmark's comparison).
     BlasThreads,
@@ -101,7 +101,7 @@ impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Engine::GemmCrate => "gemm-crate",
-            Engine::BlasRows => "blas-rows-on-rayon",
+            Engine::BlasOnRayon => "blas-on-rayon",
             Engine::BlasThreads => "blas-own-threads",
         }
     }
@@ -109,7 +109,7 @@ impl Engine {
     /// The BLAS engines, when a library is registered.
     pub fn blas_variants() -> Vec<Engine> {
         match blas() {
-            Some(_) => vec![Engine::BlasRows, Engine::BlasThreads],
+            Some(_) => vec![Engine::BlasOnRayon, Engine::BlasThreads],
             None => Vec::new(),
         }
     }
@@ -117,7 +117,7 @@ impl Engine {
     /// The engine for the model's products on this machine.
     pub fn chosen() -> Engine {
         match blas() {
-            Some(blas) if blas.preferred => Engine::BlasRows,
+            Some(blas) if blas.preferred => Engine::BlasOnRayon,
             _ => Engine::GemmCrate,
         }
     }
@@ -243,7 +243,7 @@ pub fn matmul_on<E: Float>(
     };
     match engine {
         Engine::GemmCrate => gemm_crate_product((m, n, k), a, b, c, into),
-        Engine::BlasRows => {
+        Engine::BlasOnRayon => {
             let output = Output(c.as_mut_ptr());
             Block::split((m, n), parts)
                 .into_par_iter()
