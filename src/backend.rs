@@ -359,9 +359,12 @@ fn set_threads(requested: usize) -> Threads {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rayon = if requested == 0 { cores } else { requested };
     // Fails only if the pool already exists (a second run in one process); keep that one.
+    // Training runs on the pool's workers: subnormals there cost a microcode assist each.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(rayon)
+        .start_handler(|_| ember_kernels::cpu::flush_subnormals_on_this_thread())
         .build_global();
+    ember_kernels::cpu::flush_subnormals_on_this_thread();
     let blas = match std::env::var("OPENBLAS_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())

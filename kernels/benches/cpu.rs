@@ -8,6 +8,7 @@ use std::mem::MaybeUninit;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ember_kernels::cpu::{self, AttentionShape};
 use ember_kernels::ops::gelu::Approximation;
+use ember_kernels::ops::head_loss::kernel::{HeadGradients, HeadShape, HeadWeight, head_loss};
 
 fn values(n: usize) -> Vec<f32> {
     (0..n)
@@ -28,6 +29,12 @@ fn kernels(c: &mut Criterion) {
             preferred: true,
         });
     }
+    // As the binaries do (`ember::backend`): rayon's workers flush subnormals to zero.
+    let flush = |_| cpu::flush_subnormals_on_this_thread();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .start_handler(flush)
+        .build_global();
+    cpu::flush_subnormals_on_this_thread();
     let mut group = c.benchmark_group("cpu");
     let (b, t, d, h, v) = (32, 64, 128, 4, 65);
     let rows = b * t;
@@ -124,6 +131,36 @@ fn kernels(c: &mut Criterion) {
             cpu::linear_backward(&x, &w, &dy, (rows, k, n), grads.0, grads.1, grads.2)
         })
     });
+
+    // GPT-2's head and loss on one chunk of 512 rows (d 768, vocabulary 50,304) with its
+    // gradients: three products of 40 GFLOP each, for both layouts of the weight. The weight
+    // has GPT-2's initial scale (0.02): unscaled, these values make logits 385 apart in the tied
+    // layout, whose subnormal softmax the bench's threads would pay for (see `flush` above).
+    let (rows, d, v) = (512, 768, 50304);
+    let x = values(rows * d);
+    let w: Vec<f32> = values(d * v).iter().map(|w| 0.02 * w).collect();
+    let targets: Vec<usize> = (0..rows).map(|i| (i * 7919) % v).collect();
+    let (mut dx, mut dw) = (out(rows * d), out(d * v));
+    group.sample_size(10);
+    group.throughput(Throughput::Elements((6 * rows * d * v) as u64));
+    for weight in [HeadWeight::InOut, HeadWeight::Tied] {
+        let shape = HeadShape {
+            rows,
+            d,
+            vocab: v,
+            weight,
+        };
+        group.bench_function(format!("head_loss_{weight:?}_{rows}x{d}x{v}"), |bench| {
+            bench.iter(|| {
+                let grads = HeadGradients {
+                    dx: &mut dx,
+                    dw: &mut dw,
+                    db: None,
+                };
+                head_loss(&x, &w, None, &targets, shape, Some(grads))
+            })
+        });
+    }
     group.finish();
 }
 

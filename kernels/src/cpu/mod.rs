@@ -8,10 +8,12 @@ mod float;
 pub mod gemm;
 pub(crate) mod math;
 pub(crate) mod simd;
+mod subnormals;
 pub(crate) mod vector;
 
 pub use float::Float;
 pub use simd::Isa;
+pub use subnormals::flush_subnormals_on_this_thread;
 
 pub use crate::ops::adamw::kernel::{AdamWStep, adamw};
 pub use crate::ops::attention::kernel::{
