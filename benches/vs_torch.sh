@@ -54,6 +54,7 @@ for p in presets:
         rss = statistics.median(r["peak_rss_bytes"] for r in e) / 2**20
         mfu = statistics.median(r["mfu"] for r in e)
         name = f"Ember {e[0]['backend']}" + (" + " + e[0]["matmul_engine"].split(" (")[0] if e[0]["matmul_engine"] else "")
+        name += f", kernels {e[0]['kernels_isa']}"
         name += f" ({open(f[:-len('.jsonl')] + '.name').read().strip()})"
         runs = ", ".join("%.0f" % r["tokens_per_sec"] for r in e)
         print(f"| {p} | {name} | {tok:.0f} | {runs} | {tok / t_tok:.2f} | {rss:.0f} | {100 * mfu:.1f}% |")

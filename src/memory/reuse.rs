@@ -10,9 +10,16 @@
 //! time on a virtual machine whose page faults are slow (BENCHMARKS.md). The steps ask for the
 //! same sizes every time, so keeping a handful of blocks ends that; [`super::trim`] hands them
 //! back with the rest of the freed memory.
+//!
+//! A checkpoint is not a step: serializing the weights and AdamW's moments frees large blocks
+//! of its own, which kept would only sit idle on top of the checkpoint's peak (at GPT-2 124M
+//! they grew it by 570 MiB). So the trainer's memory scope empties the cache and stops keeping
+//! before each checkpoint ([`ReusingAllocator::pause`]) and keeps again when the next step
+//! begins ([`ReusingAllocator::resume`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The smallest block kept: glibc's largest heap request, above which it maps and unmaps.
 const LARGE: usize = 32 << 20;
@@ -24,12 +31,15 @@ const SLOTS: usize = 8;
 /// Freed large blocks waiting for a request of their layout: `(address, layout)`.
 struct BlockCache {
     slots: Mutex<[Option<(usize, Layout)>; SLOTS]>,
+    /// Whether freed blocks are kept (false while paused).
+    keeping: AtomicBool,
 }
 
 impl BlockCache {
     const fn new() -> Self {
         Self {
             slots: Mutex::new([None; SLOTS]),
+            keeping: AtomicBool::new(true),
         }
     }
 
@@ -47,8 +57,11 @@ impl BlockCache {
         slot.take().map(|(address, _)| address as *mut u8)
     }
 
-    /// Keeps `ptr` if a slot is free; false when the caller must free it.
+    /// Keeps `ptr` if keeping and a slot is free; false when the caller must free it.
     fn keep(&self, ptr: *mut u8, layout: Layout) -> bool {
+        if !self.keeping.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut slots = self.slots();
         match slots.iter_mut().find(|s| s.is_none()) {
             Some(slot) => {
@@ -98,6 +111,17 @@ impl ReusingAllocator {
             // (`dealloc`) before it was kept; draining removed it from the cache.
             unsafe { System.dealloc(address as *mut u8, layout) };
         }
+    }
+
+    /// Frees every kept block and keeps none from now on, until [`Self::resume`].
+    pub fn pause(&self) {
+        self.cache.keeping.store(false, Ordering::Relaxed);
+        self.release();
+    }
+
+    /// Keeps freed large blocks again.
+    pub fn resume(&self) {
+        self.cache.keeping.store(true, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +241,26 @@ mod tests {
             }
         }
         assert_eq!(CACHE.bytes(), SLOTS * LARGE);
+        alloc.release();
+    }
+
+    #[test]
+    fn paused_it_keeps_nothing_until_resumed() {
+        static CACHE: BlockCache = BlockCache::new();
+        let alloc = ReusingAllocator::new(&CACHE);
+        let layout = Layout::from_size_align(LARGE, 8).unwrap();
+        unsafe {
+            let (a, b) = (alloc.alloc(layout), alloc.alloc(layout));
+            alloc.dealloc(a, layout);
+            alloc.pause();
+            assert_eq!(CACHE.bytes(), 0, "pausing hands back what was kept");
+            alloc.dealloc(b, layout);
+            assert_eq!(CACHE.bytes(), 0, "paused, a freed block goes back");
+            alloc.resume();
+            let c = alloc.alloc(layout);
+            alloc.dealloc(c, layout);
+            assert_eq!(CACHE.bytes(), LARGE, "resumed, it is kept again");
+        }
         alloc.release();
     }
 }
