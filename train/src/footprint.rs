@@ -13,7 +13,8 @@
 //!   attention scores (`n_head` per token: the fused attention recomputes the probabilities in
 //!   its backward pass rather than keep `n_head x T x T` per sequence); then the final LayerNorm
 //!   and the head's input gradient (`3d + 2` per token): the fused head and loss scores the
-//!   logits in chunks of rows (two chunks of about 8 MiB) and keeps no logits for backward;
+//!   logits a chunk of rows at a time (one chunk, 8 MiB at small vocabularies, which becomes its
+//!   own gradient) and keeps no logits for backward;
 //!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
 //!   on top of the step's peak, not in its place; `batch_size` is the micro-batch's, since
 //!   micro-batches run one after the other;
@@ -64,7 +65,7 @@ impl Footprint {
         }
         let rows = b * t;
         let chunk = rows.min(chunk_rows(vocab_size) as f64) * v;
-        let head = rows * (3.0 * d + 2.0) + 2.0 * chunk;
+        let head = rows * (3.0 * d + 2.0) + chunk;
         // With accumulation, the gradients summed so far sit beside the next micro-batch's.
         let bytes_per_param = BYTES_PER_PARAM
             + if config.train.grad_accum > 1 {
@@ -161,7 +162,7 @@ mod tests {
         let blocks = 2.0 * (2048.0 * 2056.0);
         assert_eq!(
             f.terms[0].1,
-            4.0 * (blocks + 2048.0 * (3.0 * 128.0 + 2.0) + 2.0 * 2048.0 * 65.0)
+            4.0 * (blocks + 2048.0 * (3.0 * 128.0 + 2.0) + 2048.0 * 65.0)
         );
         assert!(f.refusal(1 << 40).is_none());
         // Each of 2 ranks holds half the rows' activations, and the all-reduce's buffers.

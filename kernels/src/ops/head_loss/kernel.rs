@@ -5,9 +5,10 @@
 //! With GPT-2's 50,257 tokens the logits of a 16 × 256 batch are 823 MB in `f32`, and the
 //! composed path keeps them (and their softmax) from the forward pass to the backward pass.
 //! Here each chunk of [`chunk_rows`] rows is computed, scored, turned into its gradient
-//! `dlogits = (softmax - onehot) / N` and folded into `dx = dlogits·Wᵀ`, `dW += xᵀ·dlogits`
-//! (or `dlogitsᵀ·x` for a tied `[vocab, d]` weight) and `db += Σ_rows dlogits` before the
-//! next: the memory is two chunks, about 16 MB, at any vocabulary. Computing the gradients in the
+//! `dlogits = (softmax - onehot) / N` in place and folded into `dx = dlogits·Wᵀ`,
+//! `dW += xᵀ·dlogits` (or `dlogitsᵀ·x` for a tied `[vocab, d]` weight) and
+//! `db += Σ_rows dlogits` before the next: the memory is one chunk at any vocabulary (8 MiB at
+//! small vocabularies, 98 MiB for GPT-2's 512 rows). Computing the gradients in the
 //! forward pass (as Liger-Kernel's fused linear cross-entropy does) costs no extra product: the
 //! loss is the last operation, so its upstream gradient is a scalar the backward pass multiplies
 //! them by.
@@ -19,14 +20,14 @@ use std::mem::MaybeUninit;
 
 use crate::cpu::Float;
 use crate::cpu::gemm::{Destination, View, matmul, matmul_values};
-use crate::ops::cross_entropy::kernel::{mean, row_losses, softmax_minus_target};
+use crate::ops::cross_entropy::kernel::{mean, row_losses, softmax_minus_target_in_place};
 
 /// Logits per chunk at small vocabularies: 2^21 values, 8 MiB in `f32`.
 const CHUNK_VALUES: usize = 1 << 21;
 /// The fewest rows per chunk. The weight gradient's product has the chunk's rows as its inner
 /// dimension and reads and writes the whole gradient once per chunk: with GPT-2's vocabulary,
 /// chunks of 41 rows made a step of a d=256 model 20% slower than the unfused head, chunks of
-/// 512 rows 15% faster (`ember bench`, 2-core EPYC, AVX2); two of them are 200 MiB there.
+/// 512 rows 15% faster (`ember bench`, 2-core EPYC, AVX2); one is 98 MiB there.
 const MIN_CHUNK_ROWS: usize = 512;
 
 /// Rows scored at once for a vocabulary of `vocab`.
@@ -111,10 +112,6 @@ pub fn head_loss_in_chunks<E: Float>(
     };
     let chunk = chunk.min(n);
     let mut logits = vec![E::ZERO; chunk * v];
-    let mut dlogits = match gradients {
-        Some(_) => vec![E::ZERO; chunk * v],
-        None => Vec::new(),
-    };
     let mut db = vec![E::ZERO; if bias.is_some() { v } else { 0 }];
     let mut lse = vec![E::ZERO; chunk];
     let mut losses = vec![E::ZERO; n];
@@ -138,9 +135,10 @@ pub fn head_loss_in_chunks<E: Float>(
         let Some(grads) = gradients.as_mut() else {
             continue;
         };
-        let dl = &mut dlogits[..m * v];
-        softmax_minus_target(logits, targets, lse, scale, dl);
-        let dl = View::rows(&*dl, v);
+        // The logits become their gradient: the losses above were their last reader.
+        softmax_minus_target_in_place(logits, targets, lse, scale);
+        let dlogits = &*logits;
+        let dl = View::rows(dlogits, v);
         let dx = &mut grads.dx[start * d..(start + m) * d];
         matmul((m, d, v), dl, w_vd, dx, Destination::Overwrite);
         let into = match start {
@@ -154,14 +152,14 @@ pub fn head_loss_in_chunks<E: Float>(
             HeadWeight::Tied => {
                 matmul(
                     (v, d, m),
-                    View::transposed(&dlogits[..m * v], v),
+                    View::transposed(dlogits, v),
                     View::rows(xs, d),
                     grads.dw,
                     into,
                 );
             }
         }
-        for row in dlogits[..m * v].chunks_exact(v) {
+        for row in dlogits.chunks_exact(v) {
             for (s, &g) in db.iter_mut().zip(row) {
                 *s += g;
             }
