@@ -13,7 +13,7 @@
 //!
 //! A checkpoint is not a step: serializing the weights and AdamW's moments frees large blocks
 //! of its own, which kept would only sit idle on top of the checkpoint's peak (at GPT-2 124M
-//! they grew it by 570 MiB). So the trainer's memory scope empties the cache and stops keeping
+//! they grew it by 310 MiB). So the trainer's memory scope empties the cache and stops keeping
 //! before each checkpoint ([`ReusingAllocator::pause`]) and keeps again when the next step
 //! begins ([`ReusingAllocator::resume`]).
 

@@ -10,7 +10,7 @@ use ember_train::sys::{mib, peak_rss_bytes, rss_bytes};
 use ember_train::{StepHooks, TrainError};
 use tracing::warn;
 
-use super::{Counters, ReusingAllocator, trim};
+use super::{Counters, ReusingAllocator, Trimmed, trim};
 
 /// Wraps each training step: records its high-water mark and the bytes it kept, trims every
 /// `trim_every` steps, and after `warmup_steps` holds every step to `tolerance_bytes` of kept
@@ -94,9 +94,7 @@ impl StepHooks for MemoryScope {
         // back first, it does not add to the peak either (GPT-2 124M at batch 4 x context 64:
         // 2,508-2,521 -> 2,433-2,439 MiB, BENCHMARKS.md).
         ReusingAllocator::system().pause();
-        let given_back = trim(&self.device);
-        self.trimmed_since_log += given_back.host;
-        self.device_trimmed_since_log += given_back.device;
+        self.trim();
     }
 
     fn begin_step(&mut self, step: usize) {
@@ -110,15 +108,13 @@ impl StepHooks for MemoryScope {
         let step = self.step;
         let trimmed = self.config.trim_every > 0 && step.is_multiple_of(self.config.trim_every);
         if trimmed {
-            let given_back = trim(&self.device);
+            let given_back = self.trim();
             tracing::debug!(
                 step,
                 host = given_back.host,
                 device = given_back.device,
                 "trim"
             );
-            self.trimmed_since_log += given_back.host;
-            self.device_trimmed_since_log += given_back.device;
         }
         let stats = self.counters.stats();
         let kept = stats.live as i64 - self.live_at_begin as i64;
@@ -182,6 +178,14 @@ impl StepHooks for MemoryScope {
 }
 
 impl MemoryScope {
+    /// Gives freed memory back ([`trim`]), counted in the next logged step's trimmed bytes.
+    fn trim(&mut self) -> Trimmed {
+        let given_back = trim(&self.device);
+        self.trimmed_since_log += given_back.host;
+        self.device_trimmed_since_log += given_back.device;
+        given_back
+    }
+
     /// The leak rule of GPU backends, applied after each trim to the live bytes it left.
     ///
     /// Their runtimes keep host-side records of device allocations until the pool's cleanup,

@@ -48,8 +48,8 @@ pub struct Trimmed {
 /// back.
 ///
 /// The large blocks [`ReusingAllocator`] keeps are freed. glibc keeps freed memory in its
-/// per-thread arenas and rarely returns it: `malloc_trim(0)` releases the free pages of every
-/// arena. GPU backends keep device memory in pools that Burn's
+/// heap (one arena, [`tune_allocator`]) and rarely returns it: `malloc_trim(0)` releases its
+/// free pages. GPU backends keep device memory in pools that Burn's
 /// `memory_cleanup` shrinks (what each pool reserves is read before and after). Elsewhere
 /// (macOS, musl) this is a no-op for host memory: those allocators return large blocks eagerly.
 pub fn trim(device: &Device) -> Trimmed {

@@ -15,8 +15,9 @@
 //!   and the head's input gradient (`3d + 2` per token): the fused head and loss scores the
 //!   logits a chunk of rows at a time (one chunk, 8 MiB at small vocabularies, which becomes its
 //!   own gradient) and keeps no logits for backward;
-//!   glibc keeps the memory a step freed until the periodic trim, so a checkpoint's copies come
-//!   on top of the step's peak, not in its place; `batch_size` is the micro-batch's, since
+//!   a checkpoint's copies are counted on top of the step's peak although the memory scope
+//!   trims the heap before each checkpoint (which puts them in its place, nearly): the sum
+//!   stays an upper bound; `batch_size` is the micro-batch's, since
 //!   micro-batches run one after the other;
 //! - with dropout, its masks and the attention probabilities, which the attention then keeps;
 //! - the data in memory (a text's tokens, about 8 bytes each with the text and its encoding

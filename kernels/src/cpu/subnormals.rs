@@ -7,10 +7,9 @@
 //! stopped appearing. `cargo bench --bench cpu -- head_loss` once fed GPT-2's head a weight whose
 //! logits spread over 385: with 2% of the softmax subnormal, one chunk of 512 rows took 55 s on
 //! a Xeon (AVX-512) and 0.68 s with the flush, for values below 1e-38 that change nothing in the
-//! result. Setting the
-//! processor's flush-to-zero and denormals-are-zero modes on each thread (what TensorFlow does
-//! on its threads, and PyTorch's `set_flush_denormal(True)`) costs nothing and treats them as
-//! the zeros they nearly are. The modes are per thread; the backend sets them on rayon's workers
+//! result. Setting the processor's flush-to-zero and denormals-are-zero modes on each thread
+//! (what TensorFlow does on its threads, and PyTorch's `set_flush_denormal(True)`) costs
+//! nothing and treats them as the zeros they nearly are. The modes are per thread; the backend sets them on rayon's workers
 //! as it builds the pool (where training runs) and on the thread that builds it.
 
 /// Sets flush-to-zero and denormals-are-zero on the calling thread, on x86-64; elsewhere
