@@ -10,6 +10,7 @@
 use std::mem::MaybeUninit;
 
 use super::Float;
+use super::simd::Isa;
 
 /// Where a kernel puts a value: a plain element, or an output element that starts
 /// uninitialized (the kernels' outputs, so that no pass zeroes them first).
@@ -118,84 +119,184 @@ pub fn max<E: Float>(x: &[E]) -> E {
     acc.into_iter().fold(E::NEG_INFINITY, E::max)
 }
 
-/// A matrix read in place for [`small_matmul`]: element `(i, p)` is `values[i·row + p·col]`
-/// (`col = 1` for a row-major matrix, `row = 1` for a transposed one).
+/// The left operand of [`small_matmul`], `m × k`, read in place.
 #[derive(Clone, Copy)]
-pub struct Strided<'a, E> {
-    pub values: &'a [E],
-    pub row: usize,
-    pub col: usize,
+pub enum Lhs<'a, E> {
+    /// Row-major with rows `ld` apart: element `(i, p)` is `values[i·ld + p]`.
+    Rows(&'a [E], usize),
+    /// Transposed in memory, columns `ld` apart: element `(i, p)` is `values[p·ld + i]`.
+    Columns(&'a [E], usize),
 }
 
-/// `c = a·b` or `c += a·b` (`accumulate`) for `a` `m × k` read through its strides, `b` `k × n`
-/// row-major with rows `ldb` apart, and `c` `m × n` row-major with rows `ldc` apart: the small
-/// products of attention's blocks (at most 64 on a side), where a library's per-call work costs
-/// more than the product.
+impl<E: Float> Lhs<'_, E> {
+    #[inline(always)]
+    fn at(&self, i: usize, p: usize) -> E {
+        match *self {
+            Lhs::Rows(values, ld) => values[i * ld + p],
+            Lhs::Columns(values, ld) => values[p * ld + i],
+        }
+    }
+}
+
+/// `c = a·b` or `c += a·b` (`accumulate`) for `a` `m × k`, `b` `k × n` row-major with rows `ldb`
+/// apart, and `c` `m × n` row-major with rows `ldc` apart: the small products of attention's
+/// blocks (at most 64 on a side), where a library's per-call work costs more than the product.
 ///
-/// Four rows of `c` and 16 of its columns at a time, their 64 accumulators in registers over all
-/// of `k`: each row of `b` is loaded once for four rows of `a`, and each element of `a` is one
-/// broadcast, so a step is eight fused multiply-adds (AVX2) for two loads of `b`.
+/// Tiles of four rows of `c` by `C` groups of 16 columns, their accumulators in registers over
+/// all of `k`: each row of `b` is loaded once for four rows of `a`, and each element of `a` is
+/// one broadcast. A fused multiply-add takes four cycles and a core starts two a cycle, so eight
+/// independent accumulators keep it busy: 4 × 16 columns on AVX2 (two registers a row), 4 × 32
+/// on AVX-512 (4 × 16 is four registers there, half the rate; measured with `cargo bench
+/// --bench cpu -- attention`, 4 × 64 and 8 × 32 spill and run slower than either). Every element
+/// is the same sum in the same order whatever the tile, so the result does not depend on the
+/// instruction set.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // a product's three matrices and their layouts
 pub fn small_matmul<E: Float>(
+    mnk: (usize, usize, usize),
+    a: Lhs<'_, E>,
+    (b, ldb): (&[E], usize),
+    (c, ldc): (&mut [E], usize),
+    accumulate: bool,
+) {
+    let (m, n, k) = mnk;
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n);
+    if k == 0 {
+        // An empty sum (and no rows of `b` to walk).
+        if !accumulate {
+            c.chunks_mut(ldc)
+                .take(m)
+                .for_each(|row| row[..n].fill(E::ZERO));
+        }
+        return;
+    }
+    // Every row the tiles read is there: their loops walk `a` and `b` by rows and columns
+    // without checking how many there are.
+    let (a_len, a_needed) = match a {
+        Lhs::Rows(values, ld) => (values.len(), (m - 1) * ld + k),
+        Lhs::Columns(values, ld) => (values.len(), (k - 1) * ld + m),
+    };
+    assert!(a_len >= a_needed && b.len() >= (k - 1) * ldb + n);
+    let (b, c) = ((b, ldb), (c, ldc));
+    if Isa::active() == Isa::Avx512 {
+        row_blocks::<E, 2>(mnk, a, b, c, accumulate);
+    } else {
+        row_blocks::<E, 1>(mnk, a, b, c, accumulate);
+    }
+}
+
+/// [`small_matmul`] with tiles `C` groups of 16 columns wide.
+#[inline(always)]
+fn row_blocks<E: Float, const C: usize>(
     (m, n, k): (usize, usize, usize),
-    a: Strided<'_, E>,
-    b: &[E],
-    ldb: usize,
-    c: &mut [E],
-    ldc: usize,
+    a: Lhs<'_, E>,
+    b: (&[E], usize),
+    (c, ldc): (&mut [E], usize),
     accumulate: bool,
 ) {
     let mut i = 0;
     while i + 4 <= m {
-        rows_block::<E, 4>(i, (n, k), a, b, ldb, c, ldc, accumulate);
+        rows_block::<E, 4, C>((i, n, k), a, b, (c, ldc), accumulate);
         i += 4;
     }
     while i < m {
-        rows_block::<E, 1>(i, (n, k), a, b, ldb, c, ldc, accumulate);
+        rows_block::<E, 1, C>((i, n, k), a, b, (c, ldc), accumulate);
         i += 1;
     }
 }
 
-/// [`small_matmul`] for the `R` rows of `c` from row `i`.
+/// [`small_matmul`] for the `R` rows of `c` from row `i`: tiles `C` groups wide, then single
+/// groups, then the columns after the last whole 16 one by one.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rows_block<E: Float, const R: usize>(
+fn rows_block<E: Float, const R: usize, const C: usize>(
+    (i, n, k): (usize, usize, usize),
+    a: Lhs<'_, E>,
+    (b, ldb): (&[E], usize),
+    (c, ldc): (&mut [E], usize),
+    accumulate: bool,
+) {
+    let mut col = 0;
+    while col + C * LANES <= n {
+        let acc = tile::<E, R, C>(i, k, a, &b[col..], ldb);
+        store(acc, &mut c[i * ldc + col..], ldc, accumulate);
+        col += C * LANES;
+    }
+    while col + LANES <= n {
+        let acc = tile::<E, R, 1>(i, k, a, &b[col..], ldb);
+        store(acc, &mut c[i * ldc + col..], ldc, accumulate);
+        col += LANES;
+    }
+    for r in 0..R {
+        for j in col..n {
+            let v = (0..k).fold(E::ZERO, |sum, p| {
+                a.at(i + r, p).mul_add(b[p * ldb + j], sum)
+            });
+            let o = &mut c[(i + r) * ldc + j];
+            *o = if accumulate { *o + v } else { v };
+        }
+    }
+}
+
+/// Rows `i..i + R` of `a` times the first `16·C` columns of `b`: the tile's accumulators. The
+/// loops walk `a` and `b` with iterators, so that each step checks one row of `b` and one of
+/// `a`'s columns (or rows, fetched once before) rather than every element.
+#[inline(always)]
+fn tile<E: Float, const R: usize, const C: usize>(
     i: usize,
-    (n, k): (usize, usize),
-    a: Strided<'_, E>,
+    k: usize,
+    a: Lhs<'_, E>,
     b: &[E],
     ldb: usize,
+) -> [[[E; LANES]; C]; R] {
+    let mut acc = [[[E::ZERO; LANES]; C]; R];
+    let b_rows = b.chunks(ldb).take(k);
+    match a {
+        Lhs::Rows(values, ld) => {
+            let rows: [&[E]; R] = std::array::from_fn(|r| &values[(i + r) * ld..][..k]);
+            for (p, b_row) in b_rows.enumerate() {
+                multiply_add(&mut acc, std::array::from_fn(|r| rows[r][p]), b_row);
+            }
+        }
+        Lhs::Columns(values, ld) => {
+            for (column, b_row) in values[i..].chunks(ld).zip(b_rows) {
+                multiply_add(&mut acc, column[..R].try_into().expect("R"), b_row);
+            }
+        }
+    }
+    acc
+}
+
+/// `acc[r] += a[r] · b_row` for the tile's `R` rows and `16·C` columns.
+#[inline(always)]
+fn multiply_add<E: Float, const R: usize, const C: usize>(
+    acc: &mut [[[E; LANES]; C]; R],
+    a: [E; R],
+    b_row: &[E],
+) {
+    let b_row: &[[E; LANES]] = b_row[..C * LANES].as_chunks().0;
+    let b_row: [[E; LANES]; C] = std::array::from_fn(|g| b_row[g]);
+    for r in 0..R {
+        for g in 0..C {
+            for l in 0..LANES {
+                acc[r][g][l] = a[r].mul_add(b_row[g][l], acc[r][g][l]);
+            }
+        }
+    }
+}
+
+/// Writes (or adds) a tile's accumulators into `c`'s rows, `ldc` apart.
+#[inline(always)]
+fn store<E: Float, const R: usize, const C: usize>(
+    acc: [[[E; LANES]; C]; R],
     c: &mut [E],
     ldc: usize,
     accumulate: bool,
 ) {
-    let a_at = |r: usize, p: usize| a.values[(i + r) * a.row + p * a.col];
-    let mut col = 0;
-    while col + LANES <= n {
-        let mut acc = [[E::ZERO; LANES]; R];
-        for p in 0..k {
-            let b_row: &[E; LANES] = b[p * ldb + col..][..LANES].try_into().expect("LANES");
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = a_at(r, p);
-                for l in 0..LANES {
-                    acc[l] = ar.mul_add(b_row[l], acc[l]);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            let out = &mut c[(i + r) * ldc + col..][..LANES];
-            for (o, &v) in out.iter_mut().zip(acc) {
-                *o = if accumulate { *o + v } else { v };
-            }
-        }
-        col += LANES;
-    }
-    // The columns after the last whole 16.
-    for r in 0..R {
-        for j in col..n {
-            let v = (0..k).fold(E::ZERO, |sum, p| a_at(r, p).mul_add(b[p * ldb + j], sum));
-            let o = &mut c[(i + r) * ldc + j];
+    for (r, acc) in acc.iter().enumerate() {
+        let out = &mut c[r * ldc..][..C * LANES];
+        for (o, &v) in out.iter_mut().zip(acc.as_flattened()) {
             *o = if accumulate { *o + v } else { v };
         }
     }
@@ -258,10 +359,13 @@ mod tests {
 
     #[test]
     fn small_matmul_equals_the_plain_product() {
-        // Sizes that exercise the four-row blocks, the single rows after them, whole 16-column
-        // blocks and the columns after them; `a` row-major and transposed; overwrite and add.
+        // Sizes that exercise the four-row blocks, the single rows after them, the wide tiles
+        // (32 columns on AVX-512), whole 16-column blocks after them and the columns after
+        // those; an empty sum; `a` row-major and transposed; overwrite and add.
         for (m, n, k) in [
             (1, 1, 1),
+            (2, 48, 0),
+            (5, 50, 3),
             (3, 5, 7),
             (4, 16, 9),
             (9, 33, 5),
@@ -274,23 +378,12 @@ mod tests {
             let b: Vec<f64> = (0..k * ldb).map(|i| (i as f64 * 0.7).cos()).collect();
             let want =
                 |i: usize, j: usize| (0..k).map(|p| a[i * k + p] * b[p * ldb + j]).sum::<f64>();
-            let views = [
-                Strided {
-                    values: &a,
-                    row: k,
-                    col: 1,
-                },
-                Strided {
-                    values: &at,
-                    row: 1,
-                    col: m,
-                },
-            ];
+            let views = [Lhs::Rows(&a, k), Lhs::Columns(&at, m)];
             for view in views {
                 for accumulate in [false, true] {
                     let ldc = n + 1;
                     let mut c = vec![1.0; m * ldc];
-                    small_matmul((m, n, k), view, &b, ldb, &mut c, ldc, accumulate);
+                    small_matmul((m, n, k), view, (&b, ldb), (&mut c, ldc), accumulate);
                     for i in 0..m {
                         for j in 0..n {
                             let w = want(i, j) + if accumulate { 1.0 } else { 0.0 };

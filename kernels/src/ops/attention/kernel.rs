@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::cpu::Float;
 use crate::cpu::simd::vectorized;
-use crate::cpu::vector::{Sink, Strided, dot, max, put_all, small_matmul, sum};
+use crate::cpu::vector::{Lhs, Sink, dot, max, put_all, small_matmul, sum};
 
 /// Keys per block: a block's scores, `QUERIES × BLOCK`, and its operands stay in cache.
 const BLOCK: usize = 64;
@@ -92,7 +92,13 @@ enum Part {
 
 impl<'a, E: Float> Head<'a, E> {
     /// Transposes `part` of head `head` of the sequence's `qkv` into `out` (`[hd, T]`).
-    #[inline(always)]
+    ///
+    /// Never inlined, so that it is compiled for the baseline instruction set and not inside
+    /// [`vectorized`]: there LLVM makes the strided reads AVX-512 or AVX2 gathers, which Intel's
+    /// microcode fix for Gather Data Sampling (2023) made slower than plain loads. Measured on a
+    /// Xeon with AVX-512 (`cargo bench --bench cpu -- attention`): the gathers were about a tenth
+    /// of attention's backward at GPT-2's shape.
+    #[inline(never)]
     fn transpose(qkv: &[E], shape: AttentionShape, head: usize, part: Part, out: &mut [E]) {
         let (t, d, hd) = (shape.time, shape.d_model, shape.head_dim());
         let first = part as usize * d + head * hd;
@@ -131,12 +137,8 @@ impl<'a, E: Float> Head<'a, E> {
     #[inline(always)]
     fn scores(&self, qs: &[E], (n, j0, nk): (usize, usize, usize), scores: &mut [E]) {
         let (t, hd) = (self.shape.time, self.shape.head_dim());
-        let q = Strided {
-            values: qs,
-            row: hd,
-            col: 1,
-        };
-        small_matmul((n, nk, hd), q, &self.keys_t[j0..], t, scores, nk, false);
+        let q = Lhs::Rows(qs, hd);
+        small_matmul((n, nk, hd), q, (&self.keys_t[j0..], t), (scores, nk), false);
     }
 
     /// How many of the `nk` keys from `j0` query `r` sees (causality).
@@ -222,13 +224,9 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
                                         .for_each(|a| *a *= rescale);
                                 }
                                 // acc += P·V
-                                let p = Strided {
-                                    values: &scores,
-                                    row: nk,
-                                    col: 1,
-                                };
+                                let p = Lhs::Rows(&scores, nk);
                                 let v = at.rows(Part::Values, j0);
-                                small_matmul((n, hd, nk), p, v, 3 * d, &mut acc, hd, true);
+                                small_matmul((n, hd, nk), p, (v, 3 * d), (&mut acc, hd), true);
                             }
                             for r in 0..n {
                                 let inv = E::ONE / l[r];
@@ -320,26 +318,16 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                     row[seen..].fill(E::ZERO);
                                 }
                                 // dV += Pᵀ·dY
-                                let p_t = Strided {
-                                    values: &p,
-                                    row: 1,
-                                    col: nk,
-                                };
+                                let p_t = Lhs::Columns(&p, nk);
                                 let dv = &mut dv[j0 * hd..];
-                                small_matmul((nk, hd, n), p_t, dy_block, d, dv, hd, true);
+                                small_matmul((nk, hd, n), p_t, (dy_block, d), (dv, hd), true);
                                 // dP = dY·Vᵀ, then dS = s·P∘(dP - D) in its place
-                                let dy_rows = Strided {
-                                    values: dy_block,
-                                    row: d,
-                                    col: 1,
-                                };
+                                let dy_rows = Lhs::Rows(dy_block, d);
                                 small_matmul(
                                     (n, nk, hd),
                                     dy_rows,
-                                    &values_t[j0..],
-                                    t,
-                                    &mut ds,
-                                    nk,
+                                    (&values_t[j0..], t),
+                                    (&mut ds, nk),
                                     false,
                                 );
                                 for r in 0..n {
@@ -349,21 +337,19 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                     }
                                 }
                                 // dQ += dS·K, dK += dSᵀ·Q
-                                let ds_rows = Strided {
-                                    values: &ds,
-                                    row: nk,
-                                    col: 1,
-                                };
+                                let ds_rows = Lhs::Rows(&ds, nk);
                                 let keys = at.rows(Part::Keys, j0);
-                                small_matmul((n, hd, nk), ds_rows, keys, 3 * d, &mut dq, hd, true);
-                                let ds_t = Strided {
-                                    values: &ds,
-                                    row: 1,
-                                    col: nk,
-                                };
+                                small_matmul(
+                                    (n, hd, nk),
+                                    ds_rows,
+                                    (keys, 3 * d),
+                                    (&mut dq, hd),
+                                    true,
+                                );
+                                let ds_t = Lhs::Columns(&ds, nk);
                                 let queries = at.rows(Part::Queries, past + r0);
                                 let dk = &mut dk[j0 * hd..];
-                                small_matmul((nk, hd, n), ds_t, queries, 3 * d, dk, hd, true);
+                                small_matmul((nk, hd, n), ds_t, (queries, 3 * d), (dk, hd), true);
                             }
                             for r in 0..n {
                                 let row = (past + r0 + r) * 3 * d + head * hd;
