@@ -9,8 +9,9 @@
 //! a Xeon (AVX-512) and 0.68 s with the flush, for values below 1e-38 that change nothing in the
 //! result. Setting the processor's flush-to-zero and denormals-are-zero modes on each thread
 //! (what TensorFlow does on its threads, and PyTorch's `set_flush_denormal(True)`) costs
-//! nothing and treats them as the zeros they nearly are. The modes are per thread; the backend sets them on rayon's workers
-//! as it builds the pool (where training runs) and on the thread that builds it.
+//! nothing and treats them as the zeros they nearly are. The modes are per thread; the backend
+//! sets them on rayon's workers as it builds the pool (where training runs) and on the thread
+//! that builds it.
 
 /// Sets flush-to-zero and denormals-are-zero on the calling thread, on x86-64; elsewhere
 /// nothing (aarch64's cores have no such penalty on most designs).
