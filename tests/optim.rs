@@ -6,22 +6,27 @@ use burn::module::ParamGroup;
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{cpu, values};
-use ember_model::parameters;
 use ember_model::{Gpt, GptConfig};
+use ember_model::{parameters, with_values};
 use ember_train::config::TrainSection;
-use ember_train::optim::{NO_DECAY_PATTERN, adamw, clip_global_norm};
+use ember_train::optim::{self, NO_DECAY_PATTERN, adamw, clip_global_norm};
 
 fn model_and_grads() -> (Gpt, GradientsParams) {
     let device = cpu().autodiff();
     device.seed(3);
     let model = GptConfig::new(9, 16, 2, 2, 8).init(&device);
+    let grads = grads_of(&model);
+    (model, grads)
+}
+
+fn grads_of(model: &Gpt) -> GradientsParams {
+    let device = cpu().autodiff();
     let batch = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [2, 4]), &device);
     let loss = model.loss(
         batch(vec![1, 2, 3, 4, 5, 6, 7, 8]),
         batch(vec![2, 3, 4, 5, 6, 7, 8, 0]),
     );
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    (model, grads)
+    GradientsParams::from_grads(loss.backward(), model)
 }
 
 #[test]
@@ -86,8 +91,8 @@ fn first_adamw_step_is_pytorchs() {
 }
 
 #[test]
-fn clipping_scales_all_gradients_together() {
-    let (model, mut grads) = model_and_grads();
+fn clipping_scales_all_gradients_together_inside_the_update() {
+    let (model, grads) = model_and_grads();
     let params = parameters(&model);
     let grad_of = |grads: &GradientsParams, i: usize| {
         let (id, rank) = (params[i].id, params[i].shape.len());
@@ -100,19 +105,53 @@ fn clipping_scales_all_gradients_together() {
     let before: Vec<Vec<f64>> = (0..params.len()).map(|i| grad_of(&grads, i)).collect();
     let norm = before.iter().flatten().map(|g| g * g).sum::<f64>().sqrt();
     assert!(norm > 0.01);
-    let reported = clip_global_norm(&model, &mut grads, 0.01);
+    let clip = clip_global_norm(&model, &grads, 0.01);
     assert!(
-        (reported - norm).abs() < 1e-5 * norm,
-        "reported {reported}, actual {norm}"
+        (clip.norm - norm).abs() < 1e-5 * norm,
+        "reported {}, actual {norm}",
+        clip.norm
     );
+    assert_eq!(clip.scale, 0.01 / (clip.norm + 1e-6));
     let after: Vec<Vec<f64>> = (0..params.len()).map(|i| grad_of(&grads, i)).collect();
-    let new_norm = after.iter().flatten().map(|g| g * g).sum::<f64>().sqrt();
-    assert!((new_norm - 0.01).abs() < 1e-6, "clipped norm {new_norm}");
-    let scale = 0.01 / (norm + 1e-6);
-    for (b, a) in before.iter().flatten().zip(after.iter().flatten()) {
-        assert!((b * scale - a).abs() < 1e-7);
+    assert_eq!(
+        before, after,
+        "measuring the norm leaves the gradients alone"
+    );
+    // Below the limit, and with clipping off, the factor is 1.
+    assert_eq!(clip_global_norm(&model, &grads, 2.0 * norm).scale, 1.0);
+    assert_eq!(clip_global_norm(&model, &grads, 0.0).scale, 1.0);
+
+    // The factor applied inside AdamW's pass is the same update, bit for bit, as the gradients
+    // scaled first by a pass of their own (what clipping did before), with and without decay.
+    let mut scaled = grads_of(&model);
+    for p in &params {
+        if p.shape.len() == 1 {
+            let g = scaled.remove::<1>(p.id).unwrap();
+            scaled.register::<1>(p.id, g.mul_scalar(clip.scale));
+        } else {
+            let g = scaled.remove::<2>(p.id).unwrap();
+            scaled.register::<2>(p.id, g.mul_scalar(clip.scale));
+        }
     }
-    // Below the limit nothing changes.
-    let again = clip_global_norm(&model, &mut grads, 1.0);
-    assert!((again - 0.01).abs() < 1e-6);
+    let train = TrainSection {
+        weight_decay: 0.1,
+        ..TrainSection::default()
+    };
+    let folded = optim::step(&mut adamw(&train), 0.01, model.clone(), grads, clip.scale);
+    let separate = adamw(&train).step(0.01, model, scaled);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    with_values(&folded, |p, v| {
+        a.push((p.path, v.iter::<f32>().collect::<Vec<_>>()))
+    });
+    with_values(&separate, |p, v| {
+        b.push((p.path, v.iter::<f32>().collect::<Vec<_>>()))
+    });
+    assert_eq!(a.len(), params.len());
+    for ((path, x), (_, y)) in a.iter().zip(&b) {
+        let same = x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "{path}: clipping inside the update differs from scaling first"
+        );
+    }
 }

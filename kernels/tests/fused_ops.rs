@@ -353,8 +353,8 @@ fn adamw_and_sum_of_squares_match_composed() {
             for (dtype, tolerance) in [(FloatDType::F64, 1e-12), (FloatDType::F32, 1e-6)] {
                 let what = format!("{backend} {dtype:?} n={n}");
                 let t = |seed, scale| tensor(&values(n, seed, scale), &device, dtype);
-                // Three steps from zero moments, with and without weight decay.
-                for weight_decay in [0.0, 0.1] {
+                // Three steps from zero moments, with and without weight decay and clipping.
+                for (weight_decay, grad_scale) in [(0.0, 1.0), (0.1, 1.0), (0.1, 0.37)] {
                     let (mut fused, mut reference) = (
                         (t(1, 1.0), t(0, 0.0), t(0, 0.0)),
                         (t(1, 1.0), t(0, 0.0), t(0, 0.0)),
@@ -367,6 +367,7 @@ fn adamw_and_sum_of_squares_match_composed() {
                             eps: 1e-8,
                             weight_decay,
                             time,
+                            grad_scale,
                         };
                         let grad = t(10 + time as u64, 0.5);
                         let (p, m, v) = fused;
@@ -383,7 +384,8 @@ fn adamw_and_sum_of_squares_match_composed() {
                         let err = relative_error(&to_vec(f), &to_vec(c));
                         assert!(
                             err <= tolerance,
-                            "{what} adamw {name}: differs from composed by {err:e}"
+                            "{what} adamw {name} (decay {weight_decay}, gradient x {grad_scale}): \
+                             differs from composed by {err:e}"
                         );
                     }
                 }

@@ -8,7 +8,11 @@
 //! LayerNorm scales and shifts are not decayed.
 //!
 //! Burn's own clipping works tensor by tensor; nanoGPT clips the norm of all gradients together
-//! (`clip_grad_norm_`), which keeps the direction of the update. [`clip_global_norm`] does that.
+//! (`clip_grad_norm_`), which keeps the direction of the update. [`clip_global_norm`] measures
+//! that norm and the factor it asks for, and [`step`] applies the factor inside AdamW's pass
+//! rather than in a pass of its own over every gradient.
+
+use std::cell::Cell;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::{
@@ -67,6 +71,7 @@ impl Optimizer for AdamW {
             eps: self.eps,
             weight_decay: self.weight_decay,
             time: i32::try_from(time).expect("fewer than 2^31 steps"),
+            grad_scale: GRAD_SCALE.get(),
         };
         let (param, m, v) = ops::adamw(param, grad, m, v, step);
         let momentum = AdaptiveMomentumState::new(time, m, v);
@@ -80,20 +85,61 @@ impl Optimizer for AdamW {
     }
 }
 
-/// Scales all gradients together so that their global L2 norm is at most `max_norm` (no-op for
-/// `max_norm == 0`), and returns the norm before clipping, as PyTorch's `clip_grad_norm_`.
-pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+thread_local! {
+    /// Clipping's factor for the gradients of the step [`step`] is running on this thread. Burn's
+    /// `ModuleOptimizer` calls [`AdamW`]'s step for each parameter with nothing but the learning
+    /// rate, on the thread that called it, so the factor travels here, set only for that call.
+    static GRAD_SCALE: Cell<f64> = const { Cell::new(1.0) };
+}
+
+/// One optimizer step of `model` with every gradient multiplied by `grad_scale` (clipping's
+/// factor, from [`clip_global_norm`]) inside AdamW's single pass: the same update as scaling the
+/// gradients first, without a pass over all of them to do it.
+pub fn step<M: Module>(
+    optim: &mut ModuleOptimizer,
+    lr: LearningRate,
+    model: M,
+    grads: GradientsParams,
+    grad_scale: f64,
+) -> M {
+    /// Puts the factor back to 1 however the step ends, so no later step inherits it.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            GRAD_SCALE.set(1.0);
+        }
+    }
+    GRAD_SCALE.set(grad_scale);
+    let _reset = Reset;
+    optim.step(lr, model, grads)
+}
+
+/// The global L2 norm of all gradients together, and what clipping it to `max_norm` multiplies
+/// every gradient by, as PyTorch's `clip_grad_norm_`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clip {
+    /// The norm before clipping.
+    pub norm: f64,
+    /// `max_norm / (norm + 1e-6)` when the norm is above `max_norm`, else 1 (and always 1 for
+    /// `max_norm == 0`, which turns clipping off).
+    pub scale: f64,
+}
+
+/// Measures the gradients' global norm and the factor that clips it to `max_norm`; the
+/// gradients are not changed: [`step`] applies the factor.
+pub fn clip_global_norm<M: Module>(model: &M, grads: &GradientsParams, max_norm: f64) -> Clip {
     let mut sum = SquaredNorm { grads, total: None };
     model.visit(&mut sum);
     let norm = sum
         .total
         .map_or(0.0, |t| f64::from(t.into_scalar::<f32>()).sqrt());
-    if max_norm > 0.0 && norm > max_norm {
+    let scale = if max_norm > 0.0 && norm > max_norm {
         // The same 1e-6 as PyTorch, so clipped updates match the reference.
-        let scale = max_norm / (norm + 1e-6);
-        model.visit(&mut Scale { grads, scale });
-    }
-    norm
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    Clip { norm, scale }
 }
 
 /// Sum of the squares of every gradient, accumulated on the device (one read at the end).
@@ -110,20 +156,6 @@ impl ModuleVisitor for SquaredNorm<'_> {
                 Some(total) => total + squares,
                 None => squares,
             });
-        }
-    }
-}
-
-struct Scale<'a> {
-    grads: &'a mut GradientsParams,
-    scale: f64,
-}
-
-impl ModuleVisitor for Scale<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(grad) = self.grads.remove::<D>(param.id) {
-            self.grads
-                .register::<D>(param.id, grad.mul_scalar(self.scale));
         }
     }
 }

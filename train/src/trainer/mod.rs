@@ -39,7 +39,7 @@ use crate::error::{TrainError, io};
 use crate::hooks::StepHooks;
 use crate::lock::RunLock;
 use crate::metrics::{EvalRecord, MetricsWriter, StepRecord};
-use crate::optim::clip_global_norm;
+use crate::optim::{self, clip_global_norm};
 use crate::rng::{SplitMix64, Stream};
 use crate::schedule::LrSchedule;
 use crate::sys::{peak_rss_bytes, rss_bytes};
@@ -285,7 +285,8 @@ impl Trainer {
         } else {
             0.0
         };
-        let grad_norm = clip_global_norm(self.model(), &mut grads, t.grad_clip);
+        let clipping = clip_global_norm(self.model(), &grads, t.grad_clip);
+        let grad_norm = clipping.norm;
         for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -303,7 +304,13 @@ impl Trainer {
             .model
             .take()
             .expect("the trainer holds its model between steps");
-        self.model = Some(self.optim.step(lr, model, grads));
+        self.model = Some(optim::step(
+            &mut self.optim,
+            lr,
+            model,
+            grads,
+            clipping.scale,
+        ));
         let optimizer = clock.phase("optimizer");
         Ok(Update {
             lr,

@@ -5,7 +5,9 @@
 //! p ← p·(1 - lr·λ) - lr · (m / (1-β1ᵗ)) / (√(v / (1-β2ᵗ)) + ε)
 //! ```
 //! the same formula, in the same order, as `burn::optim::AdamW` (PyTorch's, with decoupled
-//! weight decay λ).
+//! weight decay λ). The gradient is first multiplied by the step's `grad_scale`, which is how
+//! global-norm clipping reaches the update: a pass over every gradient to scale it (65 ms a step
+//! at GPT-2's size, 5% of a step at batch 4 x 64) costs nothing inside this one.
 
 use rayon::prelude::*;
 
@@ -21,6 +23,8 @@ pub struct AdamWStep {
     pub eps: f64,
     pub weight_decay: f64,
     pub time: i32,
+    /// What the gradient is multiplied by first: clipping's factor, 1 when it does not clip.
+    pub grad_scale: f64,
 }
 
 /// Updates the parameter and both moments in place; `m` and `v` are the moments before the step
@@ -37,6 +41,9 @@ pub fn adamw<E: Float>(param: &mut [E], grad: &[E], m: &mut [E], v: &mut [E], st
     let correction1 = c(1.0 - step.beta1.powi(step.time));
     let correction2 = c(1.0 - step.beta2.powi(step.time));
     let decay = c(1.0 - step.lr * step.weight_decay);
+    // Rounded to `E` first, as Burn's `mul_scalar` does, so a clipped gradient is the same
+    // number whether scaled here or by a pass of its own.
+    let scale = c(step.grad_scale);
     let state = param
         .par_chunks_mut(TASK_ELEMENTS)
         .zip(m.par_chunks_mut(TASK_ELEMENTS))
@@ -48,8 +55,9 @@ pub fn adamw<E: Float>(param: &mut [E], grad: &[E], m: &mut [E], v: &mut [E], st
                 #[inline(always)]
                 || {
                     for i in 0..p.len() {
-                        let mi = b1 * m[i] + f1 * g[i];
-                        let vi = b2 * v[i] + f2 * (g[i] * g[i]);
+                        let gi = g[i] * scale;
+                        let mi = b1 * m[i] + f1 * gi;
+                        let vi = b2 * v[i] + f2 * (gi * gi);
                         let delta = (mi / correction1) / ((vi / correction2).sqrt() + eps);
                         p[i] = p[i] * decay - delta * lr;
                         m[i] = mi;

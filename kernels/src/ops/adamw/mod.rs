@@ -34,7 +34,11 @@ pub fn adamw<const D: usize>(
         let [param, m, v] = [after.param, after.m, after.v].map(Tensor::from_dispatch);
         return (param, m, v);
     }
-    // The composed form, as `burn::optim::AdamW` computes it.
+    // The composed form, as `burn::optim::AdamW` computes it, on the gradient as clipped.
+    let grad = match step.grad_scale {
+        1.0 => grad,
+        scale => grad.mul_scalar(scale),
+    };
     let m = m.mul_scalar(step.beta1) + grad.clone().mul_scalar(1.0 - step.beta1);
     let v = v.mul_scalar(step.beta2) + grad.square().mul_scalar(1.0 - step.beta2);
     let m_hat = m.clone().div_scalar(1.0 - step.beta1.powi(step.time));
