@@ -155,6 +155,16 @@ impl<'a, E> View<'a, E> {
         }
     }
 
+    /// The logical matrix from row `row0` and column `col0` on.
+    fn at(self, row0: usize, col0: usize) -> Self {
+        let (cs, rs) = self.strides();
+        let start = row0 as isize * rs + col0 as isize * cs;
+        Self {
+            values: &self.values[start as usize..],
+            ..self
+        }
+    }
+
     /// Column and row strides of the logical (possibly transposed) matrix.
     fn strides(&self) -> (isize, isize) {
         let ld = self.ld as isize;
@@ -233,26 +243,26 @@ pub fn matmul_on<E: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    let parts = if m * n * k >= PARALLEL_MIN_MACS {
+    let threads = if m * n * k >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
     } else {
         1
     };
     let Some(library) = blas() else {
-        return gemm_crate_product((m, n, k), a, b, c, into);
+        return gemm_crate_product((m, n, k), a, b, c, into, threads);
     };
     match engine {
-        Engine::GemmCrate => gemm_crate_product((m, n, k), a, b, c, into),
+        Engine::GemmCrate => gemm_crate_product((m, n, k), a, b, c, into, threads),
         Engine::BlasOnRayon => {
             let output = Output(c.as_mut_ptr());
-            Block::split((m, n), parts)
+            Block::split((m, n), threads)
                 .into_par_iter()
                 .for_each(|part| {
                     blas_product(library, (n, k), a, b, output.get(), part, into);
                 });
         }
         Engine::BlasThreads => {
-            (library.set_threads)(parts);
+            (library.set_threads)(threads);
             let all = Block {
                 row0: 0,
                 rows: m,
@@ -382,18 +392,89 @@ fn blas_product<E: Float>(
     }
 }
 
-/// The product on the gemm crate, on rayon's pool when it is large enough.
+/// Depth (the shared dimension `k`) of one part of a deep product: see [`depth_chunks`].
+const DEPTH_CHUNK: usize = 1024;
+
+/// Into how many parts of at least [`DEPTH_CHUNK`] the gemm crate's product cuts its depth, each
+/// part computed on its own thread and the parts summed: 1 for most products. The weight
+/// gradients `xᵀ·dy` of the small and medium presets are deep and narrow (`128 × 2048 × 384`: the
+/// batch's 2048 rows are the depth), and the gemm crate, which cuts only the output across
+/// threads, left each thread too little of it: on two cores that product ran 1.1x faster than on
+/// one where the wide products ran 1.6-1.9x. Cut along the depth it ran 1.3x faster than before
+/// on two cores, the medium preset's `256 × 2048 × 1024` 1.07x (`cargo bench --bench
+/// matmul_engines`, BENCHMARKS.md). The cut depends on the shape alone, never on the thread
+/// count, so a product sums in the same order on any machine. The BLAS engines keep their own
+/// split ([`Block::split`]): the processors that prefer them (AMD Zen) were not at hand to
+/// measure a cut there.
+fn depth_chunks((m, n, k): (usize, usize, usize)) -> usize {
+    if m * n * k < PARALLEL_MIN_MACS || k < 2 * m.max(n) {
+        return 1;
+    }
+    (k / DEPTH_CHUNK).max(1)
+}
+
+/// The product on the gemm crate on `threads` of rayon's threads, a deep one cut along its depth
+/// ([`depth_chunks`]): the first part into `c` itself, the others into scratch outputs, added to
+/// `c` in order once all are done.
 fn gemm_crate_product<E: Float>(
     (m, n, k): (usize, usize, usize),
     a: View<'_, E>,
     b: View<'_, E>,
     c: &mut [MaybeUninit<E>],
     into: Destination,
+    threads: usize,
 ) {
-    let parallelism = if m * n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
+    let chunks = depth_chunks((m, n, k));
+    if chunks == 1 {
+        return gemm_crate_call((m, n, k), a, b, c, into, threads);
+    }
+    let size = k.div_ceil(chunks);
+    let threads_per_part = (threads / chunks).max(1);
+    let mut partials: Vec<Box<[MaybeUninit<E>]>> =
+        (1..chunks).map(|_| Box::new_uninit_slice(m * n)).collect();
+    let outputs = std::iter::once((&mut *c, into)).chain(
+        partials
+            .iter_mut()
+            .map(|p| (&mut **p, Destination::Overwrite)),
+    );
+    let parts: Vec<_> = (0..k).step_by(size).zip(outputs).collect();
+    parts.into_par_iter().for_each(|(p0, (out, into))| {
+        let depth = size.min(k - p0);
+        let (a, b) = (a.at(0, p0), b.at(p0, 0));
+        gemm_crate_call((m, n, depth), a, b, out, into, threads_per_part);
+    });
+    // SAFETY: each product above wrote every element of its output (`Overwrite`) or added to
+    // the caller's initialized `c` (`Accumulate`), so all of them hold initialized values, and
+    // `MaybeUninit<E>` has `E`'s layout.
+    let partials: Vec<&[E]> = partials
+        .iter()
+        .map(|p| unsafe { &*(std::ptr::from_ref(&**p) as *const [E]) })
+        .collect();
+    const ROWS_PER_TASK: usize = 64;
+    c.par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            let start = task * ROWS_PER_TASK * n;
+            for (i, out) in rows.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let first = unsafe { out.assume_init() };
+                out.write(partials.iter().fold(first, |sum, p| sum + p[start + i]));
+            }
+        });
+}
+
+/// One call of the gemm crate's product, on `threads` of rayon's threads.
+fn gemm_crate_call<E: Float>(
+    (m, n, k): (usize, usize, usize),
+    a: View<'_, E>,
+    b: View<'_, E>,
+    c: &mut [MaybeUninit<E>],
+    into: Destination,
+    threads: usize,
+) {
+    let parallelism = match threads {
+        0 | 1 => Parallelism::None,
+        threads => Parallelism::Rayon(threads),
     };
     let ((a_cs, a_rs), (b_cs, b_rs)) = (a.strides(), b.strides());
     // gemm's kernels want a column-major destination; `c` is row-major, so they compute
@@ -469,7 +550,7 @@ mod tests {
     /// full of NaN comes out holding exactly the product (NaN would survive or spread if the
     /// engine read it), for the gemm crate's small-product path (m·n <= 16·16), its blocked one,
     /// the parallel products (m·n·k >= 2^18, split across rayon by rows or, when wider than
-    /// tall, by columns), odd sizes, and k = 0 (zeros).
+    /// tall, by columns), a deep product cut along its depth, odd sizes, and k = 0 (zeros).
     #[test]
     fn overwrite_writes_every_element_and_reads_none() {
         let shapes = [
@@ -482,6 +563,7 @@ mod tests {
             (300, 257, 129),
             (70, 300, 129),
             (2048, 128, 64),
+            (20, 30, 4500),
         ];
         for engine in engines() {
             for shape @ (m, n, k) in shapes {
@@ -553,8 +635,9 @@ mod tests {
 
     #[test]
     fn accumulate_adds_to_the_destination_and_transposed_views_read_in_place() {
-        // Large enough to be split across threads (by rows, then by columns), with odd sizes.
-        for (m, n, k) in [(37, 45, 19), (301, 129, 67), (129, 301, 67)] {
+        // Large enough to be split across threads (by rows, then by columns, then along the
+        // depth), with odd sizes.
+        for (m, n, k) in [(37, 45, 19), (301, 129, 67), (129, 301, 67), (40, 24, 3100)] {
             let (a, b) = (values(m * k, 3.0), values(k * n, 4.0));
             // aᵀ stored as k × m, bᵀ as n × k.
             let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
@@ -578,6 +661,36 @@ mod tests {
                     assert!((c - (w + i as f64)).abs() < 1e-9, "{engine:?} element {i}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn deep_narrow_products_are_cut_along_their_depth_and_sum_the_same_on_any_thread_count() {
+        // The weight gradients of the small and medium presets are cut; GPT-2's widening layers,
+        // the forward products and small products are not.
+        assert_eq!(depth_chunks((128, 384, 2048)), 2);
+        assert_eq!(depth_chunks((256, 1024, 2048)), 2);
+        assert_eq!(depth_chunks((20, 30, 4500)), 4);
+        assert_eq!(depth_chunks((768, 3072, 2048)), 1);
+        assert_eq!(depth_chunks((2048, 768, 256)), 1);
+        assert_eq!(depth_chunks((4, 4, 4096)), 1);
+        let (m, n, k) = (40, 24, 3100);
+        let (a, b) = (values(m * k, 5.0), values(k * n, 6.0));
+        let on = |threads: usize, engine| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            pool.install(|| overwrite::<f32>(engine, (m, n, k), &a, &b))
+        };
+        let one = on(1, Engine::GemmCrate);
+        for threads in [2, 3] {
+            let many = on(threads, Engine::GemmCrate);
+            let same = one
+                .iter()
+                .zip(&many)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{threads} threads sum differently from one");
         }
     }
 }
