@@ -414,8 +414,7 @@ fn depth_chunks((m, n, k): (usize, usize, usize)) -> usize {
 }
 
 /// The product on the gemm crate on `threads` of rayon's threads, a deep one cut along its depth
-/// ([`depth_chunks`]): the first part into `c` itself, the others into scratch outputs, added to
-/// `c` in order once all are done.
+/// ([`depth_chunks`]).
 fn gemm_crate_product<E: Float>(
     (m, n, k): (usize, usize, usize),
     a: View<'_, E>,
@@ -425,53 +424,45 @@ fn gemm_crate_product<E: Float>(
     threads: usize,
 ) {
     let chunks = depth_chunks((m, n, k));
-    if chunks == 1 {
-        return gemm_crate_call((m, n, k), a, b, c, into, threads);
-    }
-    let size = k.div_ceil(chunks);
-    let threads_per_part = (threads / chunks).max(1);
-    let mut partials: Vec<Box<[MaybeUninit<E>]>> =
-        (1..chunks).map(|_| Box::new_uninit_slice(m * n)).collect();
-    let outputs = std::iter::once((&mut *c, into)).chain(
-        partials
-            .iter_mut()
-            .map(|p| (&mut **p, Destination::Overwrite)),
-    );
-    let parts: Vec<_> = (0..k).step_by(size).zip(outputs).collect();
-    parts.into_par_iter().for_each(|(p0, (out, into))| {
-        let depth = size.min(k - p0);
-        let (a, b) = (a.at(0, p0), b.at(p0, 0));
-        gemm_crate_call((m, n, depth), a, b, out, into, threads_per_part);
-    });
-    // SAFETY: each product above wrote every element of its output (`Overwrite`) or added to
-    // the caller's initialized `c` (`Accumulate`), so all of them hold initialized values, and
-    // `MaybeUninit<E>` has `E`'s layout.
-    let partials: Vec<&[E]> = partials
-        .iter()
-        .map(|p| unsafe { &*(std::ptr::from_ref(&**p) as *const [E]) })
-        .collect();
-    const ROWS_PER_TASK: usize = 64;
-    c.par_chunks_mut(ROWS_PER_TASK * n)
-        .enumerate()
-        .for_each(|(task, rows)| {
-            let start = task * ROWS_PER_TASK * n;
-            for (i, out) in rows.iter_mut().enumerate() {
-                // SAFETY: as above.
-                let first = unsafe { out.assume_init() };
-                out.write(partials.iter().fold(first, |sum, p| sum + p[start + i]));
-            }
+    if chunks > 1 {
+        // The first part into `c` itself, the others into scratch outputs, added to `c` in
+        // order once all are done. A part is less than twice [`DEPTH_CHUNK`] deep, so it is not
+        // cut again.
+        let size = k.div_ceil(chunks);
+        let threads_per_part = (threads / chunks).max(1);
+        let mut partials: Vec<Box<[MaybeUninit<E>]>> =
+            (1..chunks).map(|_| Box::new_uninit_slice(m * n)).collect();
+        let outputs = std::iter::once((&mut *c, into)).chain(
+            partials
+                .iter_mut()
+                .map(|p| (&mut **p, Destination::Overwrite)),
+        );
+        let parts: Vec<_> = (0..k).step_by(size).zip(outputs).collect();
+        parts.into_par_iter().for_each(|(p0, (out, into))| {
+            let depth = size.min(k - p0);
+            let (a, b) = (a.at(0, p0), b.at(p0, 0));
+            gemm_crate_product((m, n, depth), a, b, out, into, threads_per_part);
         });
-}
-
-/// One call of the gemm crate's product, on `threads` of rayon's threads.
-fn gemm_crate_call<E: Float>(
-    (m, n, k): (usize, usize, usize),
-    a: View<'_, E>,
-    b: View<'_, E>,
-    c: &mut [MaybeUninit<E>],
-    into: Destination,
-    threads: usize,
-) {
+        // SAFETY: each product above wrote every element of its output (`Overwrite`) or added to
+        // the caller's initialized `c` (`Accumulate`), so all of them hold initialized values, and
+        // `MaybeUninit<E>` has `E`'s layout.
+        let partials: Vec<&[E]> = partials
+            .iter()
+            .map(|p| unsafe { &*(std::ptr::from_ref(&**p) as *const [E]) })
+            .collect();
+        const ROWS_PER_TASK: usize = 64;
+        c.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                let start = task * ROWS_PER_TASK * n;
+                for (i, out) in rows.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    let first = unsafe { out.assume_init() };
+                    out.write(partials.iter().fold(first, |sum, p| sum + p[start + i]));
+                }
+            });
+        return;
+    }
     let parallelism = match threads {
         0 | 1 => Parallelism::None,
         threads => Parallelism::Rayon(threads),
