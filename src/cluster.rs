@@ -40,15 +40,7 @@ impl Joined {
         if self.collective.is_root() {
             return;
         }
-        // SAFETY: plain POSIX calls on a path and file descriptors this process owns; dup2 makes
-        // descriptor 1 (stdout) the null device, which Rust's stdout keeps writing to.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
-            if null >= 0 {
-                libc::dup2(null, libc::STDOUT_FILENO);
-                libc::close(null);
-            }
-        }
+        crate::console::silence_stdout();
     }
 
     /// Runs `f`, this rank's part of the job. Among several ranks, an error ends the whole job

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod console;
 pub mod error;
 pub mod eval;
 pub mod import;

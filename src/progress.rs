@@ -35,7 +35,7 @@ impl Progress {
     pub fn println(&self, line: impl AsRef<str>) {
         match &self.bar {
             Some(bar) => bar.println(line.as_ref()),
-            None => println!("{}", line.as_ref()),
+            None => crate::say!("{}", line.as_ref()),
         }
     }
 
@@ -66,7 +66,7 @@ impl StepHooks for Progress {
             }
             None if r.logged => {
                 let eta = r.elapsed_s / r.step as f64 * (self.steps - r.step) as f64;
-                println!("step {}/{} | {figures} | eta {eta:.0}s", r.step, self.steps);
+                crate::say!("step {}/{} | {figures} | eta {eta:.0}s", r.step, self.steps);
             }
             None => {}
         }

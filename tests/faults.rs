@@ -1,11 +1,13 @@
 //! Faults a run must survive, each tried with the real binaries: two processes on one run
 //! folder, a checkpoint that does not fit on the disk, a divergence to recover from with a
-//! lower learning rate, and a model too big for the machine.
+//! lower learning rate, a model too big for the machine, and a reader of its output that goes
+//! away.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{generate_bin, out_err, train_bin};
@@ -28,24 +30,29 @@ fn failed_with(o: &Output, needles: &[&str]) -> String {
     err
 }
 
+/// `train` resuming `run` for a million steps, checkpointing only when stopped.
+fn endless_resume(run: &str) -> Command {
+    train_bin(&[
+        "--resume",
+        run,
+        "--steps",
+        "1000000",
+        "--set",
+        "train.checkpoint_every=0",
+    ])
+}
+
 #[test]
 fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
     let out = tempfile::tempdir().unwrap();
     let run = finished_run(out.path());
     let run_arg = run.to_str().unwrap();
     // A long resumed run holds the folder; it checkpoints only when stopped.
-    let first = train_bin(&[
-        "--resume",
-        run_arg,
-        "--steps",
-        "1000000",
-        "--set",
-        "train.checkpoint_every=0",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let first = endless_resume(run_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(0, |m| m.lines().count()) < 25 {
         assert!(Instant::now() < deadline, "the first run never trained");
@@ -83,6 +90,58 @@ fn a_run_folder_has_one_trainer_and_readers_never_wait_for_it() {
     let killed = first.wait_with_output().unwrap();
     assert!(!killed.status.success());
     common::resumes(run_arg, "25", 20);
+}
+
+#[test]
+fn a_reader_that_goes_away_stops_the_run_with_a_checkpoint() {
+    let out = tempfile::tempdir().unwrap();
+    let run = finished_run(out.path());
+    let run_arg = run.to_str().unwrap();
+    // `train ... | head`: the reader takes lines until training has begun, then exits.
+    let mut train = endless_resume(run_arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(train.stdout.take().unwrap()).lines();
+    let first_step = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("step ")));
+    assert!(first_step.is_some(), "no step line on standard output");
+    drop(lines);
+    // Not a panic on the broken pipe: the run ends as on Ctrl-C, after its step, checkpointed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = train.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            train.kill().unwrap();
+            panic!("the run went on after its standard output was closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    train
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    for needle in ["standard output closed", "stops after this step", run_arg] {
+        assert!(err.contains(needle), "`{needle}` not in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    let checkpoint = latest(&run);
+    let step: usize = checkpoint
+        .trim()
+        .trim_start_matches("step-")
+        .parse()
+        .unwrap();
+    assert!(
+        step > 20,
+        "no checkpoint after the first 20 steps: {checkpoint}"
+    );
+    common::resumes(run_arg, &(step + 2).to_string(), step);
 }
 
 #[test]

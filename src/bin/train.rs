@@ -10,7 +10,7 @@ use ember::cli::TrainArgs;
 use ember::cluster::{self, Joined};
 use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
 use ember::progress::Progress;
-use ember::report;
+use ember::{report, say};
 use ember_train::checkpoint;
 use ember_train::data::Data;
 use ember_train::footprint::Footprint;
@@ -50,7 +50,7 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         None => args.resolve()?,
     };
     if args.print_config {
-        print!("{}", config.to_toml());
+        say!("{}", config.to_toml().trim_end());
         return Ok(());
     }
     let saved_tokenizer = match &resume {
@@ -59,9 +59,9 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
     };
     let data = Data::load(&config.data, config.model.context, saved_tokenizer)?;
     let selected = backend::select(&config.run.device, joined.threads(config.run.threads))?;
-    println!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
+    say!("ember {} | {selected}", env!("CARGO_PKG_VERSION"));
     if let Some(advice) = backend::matmul_advice() {
-        println!("note: {advice}");
+        say!("note: {advice}");
     }
     check_memory(
         &config,
@@ -96,7 +96,7 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         joined.collective.clone(),
     )?;
     let gpt = m.gpt(vocab);
-    println!(
+    say!(
         "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs{}{}",
         m.d_model,
         m.n_layer,
@@ -120,7 +120,7 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         },
     );
     if trainer.start_step() > 0 {
-        println!("resuming after step {}", trainer.start_step());
+        say!("resuming after step {}", trainer.start_step());
     }
     let now_changed: Vec<_> = trainer
         .changes()
@@ -129,12 +129,14 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         .map(|c| format!("{} {} -> {}", c.key, c.from, c.to))
         .collect();
     if !now_changed.is_empty() {
-        println!(
+        say!(
             "note: changed on resume: {}; from here on this run is no longer identical to an uninterrupted one (recorded in metrics.jsonl and the checkpoints)",
             now_changed.join(", ")
         );
     }
-    println!("run folder {}", trainer.run_dir().display());
+    say!("run folder {}", trainer.run_dir().display());
+    // Standard output closed (`train | head`): stop as on Ctrl-C, below.
+    ember::console::stop_when_closed(trainer.stop_flag(), trainer.run_dir().to_path_buf());
     // Ctrl-C or SIGTERM: finish the step, save a checkpoint, exit 0. A second one exits at once.
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 130, trainer.stop_flag())?;
@@ -165,7 +167,7 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         .last_eval
         .map(|e| format!(" | val loss {:.4} (train {:.4})", e.val_loss, e.train_loss))
         .unwrap_or_default();
-    println!(
+    say!(
         "{}: {} steps in {:.1}s | {:.0} tok/s | last loss {:.4}{eval} | peak RSS {}",
         if summary.stopped { "stopped" } else { "done" },
         summary.steps,
@@ -174,18 +176,18 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
         summary.last_loss,
         mib(summary.peak_rss_bytes),
     );
-    println!("{}", hooks.0.summary());
+    say!("{}", hooks.0.summary());
     print_run_table(trainer.run_dir(), &summary, wall_s, char_level);
     if let Some(path) = &summary.last_checkpoint {
-        println!("checkpoint {}", path.display());
+        say!("checkpoint {}", path.display());
     }
     if summary.stopped {
-        println!(
+        say!(
             "continue with: train --resume {}",
             trainer.run_dir().display()
         );
     }
-    println!("run folder {}", trainer.run_dir().display());
+    say!("run folder {}", trainer.run_dir().display());
     Ok(())
 }
 
@@ -214,7 +216,7 @@ fn print_run_table(
             .copied()
             .min_by(|a, b| a.1.total_cmp(&b.1))
     });
-    println!("---- run summary ----");
+    say!("---- run summary ----");
     if let Some(e) = summary.last_eval {
         // Bits per byte compare runs of any tokenizers; a character-level run also has them per
         // character (its tokens).
@@ -222,22 +224,24 @@ fn print_run_table(
             true => format!(", {:.3} bits/char", e.val_loss / std::f64::consts::LN_2),
             false => String::new(),
         };
-        println!(
+        say!(
             "final loss       train {:.4} | val {:.4} ({:.3} bits/byte{per_char})",
-            e.train_loss, e.val_loss, e.val_bpb
+            e.train_loss,
+            e.val_loss,
+            e.val_bpb
         );
     }
     if let Some((step, loss)) = best {
-        println!("best val loss    {loss:.4} at step {step}");
+        say!("best val loss    {loss:.4} at step {step}");
     }
-    println!(
+    say!(
         "time             {wall_s:.1}s wall, {:.1}s training | {:.0} tokens/s | peak RSS {}",
         summary.train_time_s,
         summary.tokens_per_sec,
         mib(summary.peak_rss_bytes)
     );
     match picture {
-        Ok(path) => println!("report           {}", path.display()),
+        Ok(path) => say!("report           {}", path.display()),
         Err(e) => eprintln!("warning: no report picture: {e}"),
     }
 }
@@ -260,13 +264,13 @@ fn check_memory(
         1 => String::new(),
         n => format!(" to each of {n} ranks"),
     };
-    println!(
+    say!(
         "memory estimate {} | available {free}{share}",
         footprint.describe()
     );
     match available.and_then(|a| footprint.refusal(a)) {
         Some(why) if cpu && !skip => bail!("{why}"),
-        Some(why) if cpu => println!("warning: {why} (--skip-memory-check given)"),
+        Some(why) if cpu => say!("warning: {why} (--skip-memory-check given)"),
         _ => {}
     }
     Ok(())
