@@ -665,23 +665,28 @@ mod tests {
         assert_eq!(depth_chunks((768, 3072, 2048)), 1);
         assert_eq!(depth_chunks((2048, 768, 256)), 1);
         assert_eq!(depth_chunks((4, 4, 4096)), 1);
-        let (m, n, k) = (40, 24, 3100);
-        let (a, b) = (values(m * k, 5.0), values(k * n, 6.0));
-        let on = |threads: usize, engine| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool");
-            pool.install(|| overwrite::<f32>(engine, (m, n, k), &a, &b))
-        };
-        let one = on(1, Engine::GemmCrate);
-        for threads in [2, 3] {
-            let many = on(threads, Engine::GemmCrate);
-            let same = one
-                .iter()
-                .zip(&many)
-                .all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same, "{threads} threads sum differently from one");
+        // A deep product, and a wide one (cut across its output), on the gemm crate.
+        for (m, n, k) in [(40, 24, 3100), (300, 257, 129)] {
+            let (a, b) = (values(m * k, 5.0), values(k * n, 6.0));
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a thread pool");
+                pool.install(|| overwrite::<f32>(Engine::GemmCrate, (m, n, k), &a, &b))
+            };
+            let one = on(1);
+            for threads in [2, 3] {
+                let many = on(threads);
+                let same = one
+                    .iter()
+                    .zip(&many)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{m}x{n}x{k}: {threads} threads sum differently from one"
+                );
+            }
         }
     }
 }
