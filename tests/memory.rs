@@ -188,3 +188,64 @@ fn trim_gives_freed_memory_back() {
     assert!(after + (32 << 20) < before);
     drop(pinned);
 }
+
+/// Many 1 KiB blocks in the heap, the last kept so that freeing the others leaves them below
+/// the heap's top, where only a trim gives their pages back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_blocks(bytes: usize) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+    let mut blocks: Vec<Vec<u8>> = (0..bytes / 1024).map(|i| vec![i as u8; 1024]).collect();
+    let pinned = blocks.pop();
+    (blocks, pinned)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_due_trim_gives_back_only_what_the_steps_do_not_take_again() {
+    let _serial = serial();
+    // As the binaries run: freed memory stays in the heap until a trim.
+    ember::memory::tune_allocator();
+    let config = MemorySection {
+        warmup_steps: 100,
+        tolerance_bytes: 1 << 20,
+        leak_policy: LeakPolicy::Warn,
+        trim_every: 1,
+    };
+    let mut scope = MemoryScope::new(config, &GLOBAL_COUNTERS, common::cpu());
+    let mut given_back = Vec::new();
+    let mut pins = Vec::new();
+    // Steps that each use and free 48 MiB: what one frees, the next takes again. The first
+    // trims may give back what earlier tests left; then none is due.
+    for step in 1..=8 {
+        scope.begin_step(step);
+        let (blocks, pinned) = heap_blocks(48 << 20);
+        drop(blocks);
+        drop(pinned);
+        let mut record = StepRecord {
+            logged: true,
+            ..StepRecord::default()
+        };
+        scope.end_step(&mut record).unwrap();
+        given_back.push(record.memory.unwrap().trimmed_bytes);
+    }
+    assert_eq!(
+        given_back[4..],
+        [0, 0, 0, 0],
+        "steady steps were trimmed: {given_back:?}"
+    );
+    // Between steps, 96 MiB is freed below memory still held: more than a step takes again,
+    // so the next due trim gives it back.
+    let (blocks, pinned) = heap_blocks(96 << 20);
+    drop(blocks);
+    pins.push(pinned);
+    scope.begin_step(9);
+    let mut record = StepRecord {
+        logged: true,
+        ..StepRecord::default()
+    };
+    scope.end_step(&mut record).unwrap();
+    let trimmed = record.memory.unwrap().trimmed_bytes;
+    assert!(
+        trimmed > 48 << 20,
+        "the spare 96 MiB was not given back: {trimmed} bytes"
+    );
+}

@@ -23,4 +23,4 @@ mod trim;
 pub use allocator::{AllocStats, Counters, GLOBAL_COUNTERS, TrackingAllocator};
 pub use reuse::ReusingAllocator;
 pub use scope::{MemoryScope, MemorySummary};
-pub use trim::{Trimmed, trim, tune_allocator};
+pub use trim::{Trimmed, spare_host_bytes, trim, tune_allocator};

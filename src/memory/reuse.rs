@@ -79,7 +79,6 @@ impl BlockCache {
     }
 
     /// Bytes held.
-    #[cfg(test)]
     fn bytes(&self) -> usize {
         self.slots().iter().flatten().map(|(_, l)| l.size()).sum()
     }
@@ -111,6 +110,11 @@ impl ReusingAllocator {
             // (`dealloc`) before it was kept; draining removed it from the cache.
             unsafe { System.dealloc(address as *mut u8, layout) };
         }
+    }
+
+    /// Bytes of the blocks kept for reuse.
+    pub fn kept_bytes(&self) -> usize {
+        self.cache.bytes()
     }
 
     /// Frees every kept block and keeps none from now on, until [`Self::resume`].

@@ -10,10 +10,14 @@ use ember_train::sys::{mib, peak_rss_bytes, rss_bytes};
 use ember_train::{StepHooks, TrainError};
 use tracing::warn;
 
-use super::{Counters, ReusingAllocator, Trimmed, trim};
+use super::{Counters, ReusingAllocator, Trimmed, spare_host_bytes, trim};
+
+/// Spare memory beyond the largest step's that is not worth a trim: glibc's heap keeps some free
+/// space of its own between chunks.
+const SPARE_SLACK: usize = 16 << 20;
 
 /// Wraps each training step: records its high-water mark and the bytes it kept, trims every
-/// `trim_every` steps, and after `warmup_steps` holds every step to `tolerance_bytes` of kept
+/// `trim_every` steps when worth it ([`MemoryScope::worth_trimming`]), and after `warmup_steps` holds every step to `tolerance_bytes` of kept
 /// memory. Register it first among the hooks so that it opens the step before anything else.
 pub struct MemoryScope {
     config: MemorySection,
@@ -28,6 +32,9 @@ pub struct MemoryScope {
     device_last: Option<MemoryPoolUsage>,
     /// GPU backends: the live bytes after each trim since the last one that did not grow.
     trim_baselines: Vec<usize>,
+    /// The most a step has allocated on top of what it started with: the freed memory the
+    /// next step will ask for again.
+    largest_step: usize,
     after_warmup: Option<Snapshot>,
     last: Option<Snapshot>,
     leaky_steps: usize,
@@ -62,6 +69,7 @@ impl MemoryScope {
             device_peak_reserved: 0,
             device_last: None,
             trim_baselines: Vec::new(),
+            largest_step: 0,
             after_warmup: None,
             last: None,
             leaky_steps: 0,
@@ -106,7 +114,12 @@ impl StepHooks for MemoryScope {
 
     fn end_step(&mut self, record: &mut StepRecord) -> Result<(), TrainError> {
         let step = self.step;
-        let trimmed = self.config.trim_every > 0 && step.is_multiple_of(self.config.trim_every);
+        let window_peak = self.counters.stats().window_peak;
+        self.largest_step = self
+            .largest_step
+            .max(window_peak.saturating_sub(self.live_at_begin));
+        let due = self.config.trim_every > 0 && step.is_multiple_of(self.config.trim_every);
+        let trimmed = due && self.worth_trimming();
         if trimmed {
             let given_back = self.trim();
             tracing::debug!(
@@ -178,6 +191,22 @@ impl StepHooks for MemoryScope {
 }
 
 impl MemoryScope {
+    /// Whether a due trim has anything to give back that the next step will not take again.
+    ///
+    /// Between steps the heap holds what the last step freed, and the next step asks for the
+    /// same again: handing that back only makes the next step fault it all in (a small-preset
+    /// step after a trim took 67 ms against 53, GPT-2's refaults its 154 MB embedding gradient;
+    /// BENCHMARKS.md). So on the CPU a trim is skipped while the spare memory is no more than the
+    /// largest step's own; memory left over by an evaluation or a sample beyond that is still
+    /// given back, and a checkpoint trims before it writes whatever this says. GPU backends
+    /// always trim: their leak rule reads the live bytes after each trim.
+    fn worth_trimming(&self) -> bool {
+        if self.device_last.is_some() {
+            return true;
+        }
+        spare_host_bytes().is_none_or(|spare| spare > self.largest_step + SPARE_SLACK)
+    }
+
     /// Gives freed memory back ([`trim`]), counted in the next logged step's trimmed bytes.
     fn trim(&mut self) -> Trimmed {
         let given_back = trim(&self.device);

@@ -35,6 +35,19 @@ pub fn tune_allocator() {
     }
 }
 
+/// Freed host memory the process holds for reuse: glibc's free heap bytes and the large blocks
+/// [`ReusingAllocator`] keeps. `None` where the allocator does not say (not glibc).
+pub fn spare_host_bytes() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let heap_free = unsafe { libc::mallinfo2() }.fordblks;
+        Some(heap_free + ReusingAllocator::system().kept_bytes())
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 /// What a [`trim`] gave back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trimmed {

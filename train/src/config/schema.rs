@@ -227,8 +227,8 @@ impl Default for RunSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySection {
-    /// Return freed memory to the OS (malloc_trim, the GPU pool's cleanup) every N steps;
-    /// 0 = never.
+    /// Return freed memory to the OS (malloc_trim, the GPU pool's cleanup) every N steps, on
+    /// the CPU when more is free than a step takes again; 0 = never.
     pub trim_every: usize,
     /// Steps that may keep memory (optimizer state appears at step 1, caches fill) before the
     /// leak check starts.
