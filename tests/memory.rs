@@ -168,15 +168,21 @@ fn training_steps_keep_nothing_and_a_leak_in_a_step_stops_the_run() {
     }
 }
 
+/// Many 1 KiB blocks in the heap (not in mmap'ed chunks that free returns at once), the last
+/// kept so that freeing the others leaves them below the heap's top, where only a trim gives
+/// their pages back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_blocks(bytes: usize) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+    let mut blocks: Vec<Vec<u8>> = (0..bytes / 1024).map(|i| vec![i as u8; 1024]).collect();
+    let pinned = blocks.pop();
+    (blocks, pinned)
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn trim_gives_freed_memory_back() {
     let _serial = serial();
-    // Many small blocks land in the heap arenas (not in mmap'ed chunks that free returns at
-    // once); freeing all but the last keeps the heap's top in place, so only a trim can release
-    // the pages below it.
-    let mut blocks: Vec<Vec<u8>> = (0..64 * 1024).map(|i| vec![i as u8; 1024]).collect();
-    let pinned = blocks.pop();
+    let (blocks, pinned) = heap_blocks(64 << 20);
     drop(blocks);
     let before = ember_train::sys::rss_bytes();
     let given_back = trim(&common::cpu()).host;
@@ -187,15 +193,6 @@ fn trim_gives_freed_memory_back() {
     );
     assert!(after + (32 << 20) < before);
     drop(pinned);
-}
-
-/// Many 1 KiB blocks in the heap, the last kept so that freeing the others leaves them below
-/// the heap's top, where only a trim gives their pages back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn heap_blocks(bytes: usize) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
-    let mut blocks: Vec<Vec<u8>> = (0..bytes / 1024).map(|i| vec![i as u8; 1024]).collect();
-    let pinned = blocks.pop();
-    (blocks, pinned)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -211,8 +208,16 @@ fn a_due_trim_gives_back_only_what_the_steps_do_not_take_again() {
         trim_every: 1,
     };
     let mut scope = MemoryScope::new(config, &GLOBAL_COUNTERS, common::cpu());
+    // Closes a logged step: the bytes its trim gave back, if one ran.
+    let close = |scope: &mut MemoryScope| {
+        let mut record = StepRecord {
+            logged: true,
+            ..StepRecord::default()
+        };
+        scope.end_step(&mut record).unwrap();
+        record.memory.unwrap().trimmed_bytes
+    };
     let mut given_back = Vec::new();
-    let mut pins = Vec::new();
     // Steps that each use and free 48 MiB: what one frees, the next takes again. The first
     // trims may give back what earlier tests left; then none is due.
     for step in 1..=8 {
@@ -220,12 +225,7 @@ fn a_due_trim_gives_back_only_what_the_steps_do_not_take_again() {
         let (blocks, pinned) = heap_blocks(48 << 20);
         drop(blocks);
         drop(pinned);
-        let mut record = StepRecord {
-            logged: true,
-            ..StepRecord::default()
-        };
-        scope.end_step(&mut record).unwrap();
-        given_back.push(record.memory.unwrap().trimmed_bytes);
+        given_back.push(close(&mut scope));
     }
     assert_eq!(
         given_back[4..],
@@ -234,16 +234,10 @@ fn a_due_trim_gives_back_only_what_the_steps_do_not_take_again() {
     );
     // Between steps, 96 MiB is freed below memory still held: more than a step takes again,
     // so the next due trim gives it back.
-    let (blocks, pinned) = heap_blocks(96 << 20);
+    let (blocks, _pinned) = heap_blocks(96 << 20);
     drop(blocks);
-    pins.push(pinned);
     scope.begin_step(9);
-    let mut record = StepRecord {
-        logged: true,
-        ..StepRecord::default()
-    };
-    scope.end_step(&mut record).unwrap();
-    let trimmed = record.memory.unwrap().trimmed_bytes;
+    let trimmed = close(&mut scope);
     assert!(
         trimmed > 48 << 20,
         "the spare 96 MiB was not given back: {trimmed} bytes"

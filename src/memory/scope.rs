@@ -17,8 +17,9 @@ use super::{Counters, ReusingAllocator, Trimmed, spare_host_bytes, trim};
 const SPARE_SLACK: usize = 16 << 20;
 
 /// Wraps each training step: records its high-water mark and the bytes it kept, trims every
-/// `trim_every` steps when worth it ([`MemoryScope::worth_trimming`]), and after `warmup_steps` holds every step to `tolerance_bytes` of kept
-/// memory. Register it first among the hooks so that it opens the step before anything else.
+/// `trim_every` steps when there is more to give back than a step takes again, and after
+/// `warmup_steps` holds every step to `tolerance_bytes` of kept memory. Register it first among
+/// the hooks so that it opens the step before anything else.
 pub struct MemoryScope {
     config: MemorySection,
     counters: &'static Counters,

@@ -36,7 +36,9 @@ pub fn tune_allocator() {
 }
 
 /// Freed host memory the process holds for reuse: glibc's free heap bytes and the large blocks
-/// [`ReusingAllocator`] keeps. `None` where the allocator does not say (not glibc).
+/// [`ReusingAllocator`] keeps. glibc counts its free chunks whether their pages are resident or
+/// already given back by a trim, so a fragmented heap reads high. `None` where the allocator does
+/// not say (not glibc).
 pub fn spare_host_bytes() -> Option<usize> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
