@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use ember_kernels::fused::with_workers_polling_on;
 use ember_train::TrainError;
 use ember_train::tokenizer::TokenizerKind;
 use ember_train::trainer::bits_per_byte;
@@ -97,29 +98,31 @@ pub fn run(spec: &EvalSpec) -> Result<EvalReport> {
     let first_bytes = saved.tokenizer.decode_bytes(&tokens[..1]).len();
     let (context, device) = (saved.model.context(), selected.device.clone());
     let loss = selected.run(|| {
-        // Window k predicts tokens kT+1 ..= kT+T from tokens kT .. kT+T-1.
-        let windows: Vec<Window> = (0..tokens.len() - 1)
-            .step_by(context)
-            .map(|start| (start, context.min(tokens.len() - 1 - start)))
-            .collect();
-        let mut total = 0.0;
-        // Full windows in batches; the shorter last one alone.
-        let (full, last): (Vec<Window>, Vec<Window>) =
-            windows.iter().partition(|(_, len)| *len == context);
-        for group in full.chunks(spec.batch_size).chain(last.chunks(1)) {
-            let len = group[0].1;
-            let ids = |offset: usize| -> Tensor<2, Int> {
-                let values: Vec<i64> = group
-                    .iter()
-                    .flat_map(|&(start, _)| &tokens[start + offset..start + offset + len])
-                    .map(|&t| i64::from(t))
-                    .collect();
-                Tensor::from_data(TensorData::new(values, [group.len(), len]), &device)
-            };
-            let mean = saved.model.loss(ids(0), ids(1));
-            total += f64::from(mean.into_scalar::<f32>()) * (group.len() * len) as f64;
-        }
-        total / (tokens.len() - 1) as f64
+        with_workers_polling_on(&device, || {
+            // Window k predicts tokens kT+1 ..= kT+T from tokens kT .. kT+T-1.
+            let windows: Vec<Window> = (0..tokens.len() - 1)
+                .step_by(context)
+                .map(|start| (start, context.min(tokens.len() - 1 - start)))
+                .collect();
+            let mut total = 0.0;
+            // Full windows in batches; the shorter last one alone.
+            let (full, last): (Vec<Window>, Vec<Window>) =
+                windows.iter().partition(|(_, len)| *len == context);
+            for group in full.chunks(spec.batch_size).chain(last.chunks(1)) {
+                let len = group[0].1;
+                let ids = |offset: usize| -> Tensor<2, Int> {
+                    let values: Vec<i64> = group
+                        .iter()
+                        .flat_map(|&(start, _)| &tokens[start + offset..start + offset + len])
+                        .map(|&t| i64::from(t))
+                        .collect();
+                    Tensor::from_data(TensorData::new(values, [group.len(), len]), &device)
+                };
+                let mean = saved.model.loss(ids(0), ids(1));
+                total += f64::from(mean.into_scalar::<f32>()) * (group.len() * len) as f64;
+            }
+            total / (tokens.len() - 1) as f64
+        })
     });
     Ok(EvalReport {
         tokens: tokens.len(),

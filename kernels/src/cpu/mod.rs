@@ -1,17 +1,20 @@
 //! The Burn-free half of the fused ops: the vector toolkit the kernels are written with
 //! ([`Float`], the vector loops, `exp`/`erfc`, the instruction-set dispatch [`Isa`], the
-//! [`gemm`] call), and an index of the kernels themselves, which live beside their ops in
-//! `ops/<op>/kernel.rs`. Everything here works on plain slices, `f32` in training and `f64` in
-//! the gradient checks, parallel on rayon's pool and vectorized for the processor at hand.
+//! [`gemm`] call, [`with_workers_polling`] for the runs of kernels a step is), and an index of
+//! the kernels themselves, which live beside their ops in `ops/<op>/kernel.rs`. Everything here
+//! works on plain slices, `f32` in training and `f64` in the gradient checks, parallel on
+//! rayon's pool and vectorized for the processor at hand.
 
 mod float;
 pub mod gemm;
 pub(crate) mod math;
+mod polling;
 pub(crate) mod simd;
 mod subnormals;
 pub(crate) mod vector;
 
 pub use float::Float;
+pub use polling::with_workers_polling;
 pub use simd::Isa;
 pub use subnormals::flush_subnormals_on_this_thread;
 

@@ -48,6 +48,18 @@ pub fn is_fused(device: &Device, dtype: DType) -> bool {
     }
 }
 
+/// Runs `f` with rayon's other workers polling for work
+/// ([`with_workers_polling`](crate::cpu::with_workers_polling)) when `device` is a CPU backend,
+/// whose kernels run on rayon's pool; elsewhere `f()` on the calling thread, where GPU backends
+/// keep their device work.
+pub fn with_workers_polling_on<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    if is_fused(device, DType::F32) {
+        crate::cpu::with_workers_polling(f)
+    } else {
+        f()
+    }
+}
+
 /// Whether `x` runs the fused kernels: [`is_fused`], unless [`composed`] says otherwise.
 pub fn fused<const D: usize>(x: &Tensor<D>) -> bool {
     !COMPOSED.get() && is_fused(&x.device(), x.dtype())

@@ -2,6 +2,7 @@
 //! sample of text.
 
 use burn::module::Module;
+use ember_kernels::fused::with_workers_polling_on;
 
 use super::Trainer;
 use crate::data::Split;
@@ -46,10 +47,12 @@ impl Trainer {
             }
             Ok(total)
         };
-        let mut totals = [
-            total(Split::Train, 2 * step as u64)?,
-            total(Split::Val, 2 * step as u64 + 1)?,
-        ];
+        let mut totals = with_workers_polling_on(&self.device, || -> Result<_, TrainError> {
+            Ok([
+                total(Split::Train, 2 * step as u64)?,
+                total(Split::Val, 2 * step as u64 + 1)?,
+            ])
+        })?;
         self.cluster.sum_f64(&mut totals);
         let [train_loss, val_loss] = totals.map(|total| total / t.eval_iters as f64);
         let eval = EvalRecord {

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, s};
+use ember_kernels::fused::with_workers_polling_on;
 use ember_model::Gpt;
 
 use crate::checkpoint::{Checkpoints, SettingChange};
@@ -258,23 +259,29 @@ impl Trainer {
             self.device.seed(key);
         }
         let data = clock.phase("data");
-        let (mut forward, mut backward, mut loss) = (0.0, 0.0, 0.0);
-        let mut accumulated = GradientsAccumulator::<Gpt>::new();
-        for i in 0..n {
-            let rows = i * micro + offset..i * micro + offset + share;
-            let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
-            let (inputs, targets) = (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
-            let mut micro_loss = self.model().loss(inputs, targets);
-            if n > 1 {
-                micro_loss = micro_loss.div_scalar(n as f64);
-            }
-            forward += clock.phase("forward");
-            let grads = GradientsParams::from_grads(micro_loss.backward(), self.model());
-            loss += f64::from(micro_loss.into_scalar::<f32>());
-            // Adds into the sum; the first micro-batch's gradients are moved in, not copied.
-            accumulated.accumulate(self.model(), grads);
-            backward += clock.phase("backward");
-        }
+        let model = self.model();
+        let (forward, backward, mut loss, mut accumulated) =
+            with_workers_polling_on(&self.device, || {
+                let (mut forward, mut backward, mut loss) = (0.0, 0.0, 0.0);
+                let mut accumulated = GradientsAccumulator::<Gpt>::new();
+                for i in 0..n {
+                    let rows = i * micro + offset..i * micro + offset + share;
+                    let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
+                    let (inputs, targets) =
+                        (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
+                    let mut micro_loss = model.loss(inputs, targets);
+                    if n > 1 {
+                        micro_loss = micro_loss.div_scalar(n as f64);
+                    }
+                    forward += clock.phase("forward");
+                    let grads = GradientsParams::from_grads(micro_loss.backward(), model);
+                    loss += f64::from(micro_loss.into_scalar::<f32>());
+                    // Adds into the sum; the first micro-batch's gradients are moved in, not copied.
+                    accumulated.accumulate(model, grads);
+                    backward += clock.phase("backward");
+                }
+                (forward, backward, loss, accumulated)
+            });
         let mut grads = accumulated.grads();
         let comm = if ranks > 1 {
             cluster::average_gradients(self.model(), &mut grads, &*self.cluster);
@@ -304,13 +311,10 @@ impl Trainer {
             .model
             .take()
             .expect("the trainer holds its model between steps");
-        self.model = Some(optim::step(
-            &mut self.optim,
-            lr,
-            model,
-            grads,
-            clipping.scale,
-        ));
+        let optim = &mut self.optim;
+        self.model = Some(with_workers_polling_on(&self.device, || {
+            optim::step(optim, lr, model, grads, clipping.scale)
+        }));
         let optimizer = clock.phase("optimizer");
         Ok(Update {
             lr,
