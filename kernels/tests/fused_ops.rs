@@ -326,6 +326,36 @@ fn head_loss_matches_composed_and_finite_differences() {
 }
 
 #[test]
+fn embedding_matches_composed_and_finite_differences() {
+    // (b, t, vocab, context, d, past): a toy shape; characters at the small preset's width (the
+    // token gradient cut into two blocks of columns, 3 x 70 rows: several tasks); a table cut
+    // into whole rows (600 tokens of 512); decoding after cached positions.
+    let shapes = [
+        (2, 5, 11, 8, 4, 0),
+        (3, 70, 65, 80, 128, 0),
+        (2, 3, 600, 4, 512, 0),
+        (2, 3, 7, 9, 4, 5),
+    ];
+    for (b, t, vocab, context, d, past) in shapes {
+        // Every token of a small table appears, some more than once (their rows summed).
+        let tokens: Vec<i64> = (0..b * t)
+            .map(|r| ((r * 7 + r / 5) % vocab) as i64)
+            .collect();
+        let op: Op = Box::new(move |x| {
+            let tokens = TensorData::new(tokens.clone(), [b, t]);
+            let tokens = Tensor::<2, Int>::from_data(tokens, &x[0].device());
+            let (wte, wpe) = (
+                x[0].clone().reshape([vocab, d]),
+                x[1].clone().reshape([context, d]),
+            );
+            ops::embedding(tokens, wte, wpe, past).reshape([-1])
+        });
+        let inputs = vec![values(vocab * d, 13, 1.0), values(context * d, 14, 0.5)];
+        check("embedding", op, inputs);
+    }
+}
+
+#[test]
 fn every_cpu_backend_takes_the_fused_path() {
     for (backend, device) in devices() {
         for dtype in [DType::F32, DType::F64] {

@@ -75,18 +75,15 @@ impl Gpt {
 
     /// The final LayerNorm's output `[batch, time, d]`, what the head reads.
     fn hidden(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [b, t] = tokens.dims();
+        let [_, t] = tokens.dims();
         let past = cache.as_ref().map_or(0, |c| c.len);
         assert!(
             past + t <= self.context(),
             "{past} cached + {t} new tokens exceed the context ({})",
             self.context()
         );
-        let device = tokens.device();
-        let positions = Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
-            .unsqueeze::<2>()
-            .expand([b, t]);
-        let x = self.wte.forward(tokens) + self.wpe.forward(positions); // [b, t, d]
+        let (wte, wpe) = (self.wte.weight.val(), self.wpe.weight.val());
+        let x = ops::embedding(tokens, wte, wpe, past); // [b, t, d]
         let mut x = ops::dropout(x, self.dropout);
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = cache.as_mut().map(|c| &mut c.layers[i]);

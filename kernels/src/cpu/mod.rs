@@ -23,6 +23,7 @@ pub use crate::ops::attention::kernel::{
     AttentionShape, causal_attention, causal_attention_backward,
 };
 pub use crate::ops::cross_entropy::kernel::{cross_entropy, cross_entropy_backward};
+pub use crate::ops::embedding::kernel::{embedding, embedding_backward};
 pub use crate::ops::gelu::kernel::{gelu, gelu_backward};
 pub use crate::ops::layer_norm::kernel::{layer_norm, layer_norm_backward};
 pub use crate::ops::linear::kernel::{linear, linear_backward};

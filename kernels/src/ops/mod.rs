@@ -16,6 +16,8 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod dropout;
 #[allow(deprecated)]
+pub mod embedding;
+#[allow(deprecated)]
 pub mod gelu;
 #[allow(deprecated)]
 pub mod head_loss;
@@ -30,6 +32,7 @@ pub use adamw::adamw;
 pub use attention::causal_attention;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
+pub use embedding::embedding;
 pub use gelu::gelu;
 pub use head_loss::{HeadWeight, head_loss};
 pub use layer_norm::layer_norm;
