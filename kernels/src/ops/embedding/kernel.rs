@@ -36,17 +36,27 @@ pub fn embedding<E: Float>(
     );
     assert!(past + t <= wpe.len() / d, "positions past the table");
     check_tokens(tokens, wte.len() / d);
-    x.par_chunks_mut(rows_per_task(d) * d)
+    for_each_row(x, d, |r, row| {
+        let token = &wte[tokens[r] * d..][..d];
+        let position = &wpe[(past + r % t) * d..][..d];
+        for ((x, &a), &b) in row.iter_mut().zip(token).zip(position) {
+            x.write(a + b);
+        }
+    });
+}
+
+/// `f(r, row)` for each `d`-wide row `r` of `out`, in parallel tasks of [`rows_per_task`] rows.
+fn for_each_row<E: Send>(
+    out: &mut [MaybeUninit<E>],
+    d: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<E>]) + Sync,
+) {
+    let rows = rows_per_task(d);
+    out.par_chunks_mut(rows * d)
         .enumerate()
-        .for_each(|(task, rows)| {
-            let first = task * rows_per_task(d);
-            for (i, row) in rows.chunks_exact_mut(d).enumerate() {
-                let r = first + i;
-                let token = &wte[tokens[r] * d..][..d];
-                let position = &wpe[(past + r % t) * d..][..d];
-                for ((x, &a), &b) in row.iter_mut().zip(token).zip(position) {
-                    x.write(a + b);
-                }
+        .for_each(|(task, block)| {
+            for (i, row) in block.chunks_exact_mut(d).enumerate() {
+                f(task * rows + i, row);
             }
         });
 }
@@ -112,25 +122,19 @@ pub fn embedding_backward<E: Float>(
     }
     if let Some(dwpe) = dwpe {
         let sequences = n / t.max(1);
-        dwpe.par_chunks_mut(rows_per_task(d) * d)
-            .enumerate()
-            .for_each(|(task, rows)| {
-                let first = task * rows_per_task(d);
-                for (i, row) in rows.chunks_exact_mut(d).enumerate() {
-                    let position = first + i;
-                    row.fill(MaybeUninit::new(E::ZERO));
-                    if !(past..past + t).contains(&position) {
-                        continue;
-                    }
-                    for s in 0..sequences {
-                        let g = &dx[(s * t + position - past) * d..][..d];
-                        for (o, &g) in row.iter_mut().zip(g) {
-                            // SAFETY: zeroed above.
-                            o.write(unsafe { o.assume_init() } + g);
-                        }
-                    }
+        for_each_row(dwpe, d, |position, row| {
+            row.fill(MaybeUninit::new(E::ZERO));
+            if !(past..past + t).contains(&position) {
+                return;
+            }
+            for s in 0..sequences {
+                let g = &dx[(s * t + position - past) * d..][..d];
+                for (o, &g) in row.iter_mut().zip(g) {
+                    // SAFETY: zeroed above.
+                    o.write(unsafe { o.assume_init() } + g);
                 }
-            });
+            }
+        });
     }
 }
 
