@@ -35,7 +35,7 @@ use ember_model::Gpt;
 use crate::checkpoint::{Checkpoints, SettingChange};
 use crate::cluster::{self, Collective};
 use crate::config::RunConfig;
-use crate::data::{Dataset, Split};
+use crate::data::{Batch, Dataset, Split};
 use crate::error::{TrainError, io};
 use crate::hooks::StepHooks;
 use crate::lock::RunLock;
@@ -240,9 +240,9 @@ impl Trainer {
         // ranks, so that `grad_accum = N` trains on the sequences of `batch_size * N` without
         // accumulation, and N ranks on those of one process. This rank's share of each
         // micro-batch is `share` rows at `offset`.
-        let (micro, n) = (t.batch_size, t.grad_accum);
         let (ranks, rank) = (self.cluster.size(), self.cluster.rank());
-        let (share, offset) = (micro / ranks, rank * (micro / ranks));
+        let share = t.batch_size / ranks;
+        let offset = rank * share;
         let mut rng = SplitMix64::keyed(t.seed, Stream::TrainBatches, step as u64);
         let batch = self.data.batch(
             Split::Train,
@@ -259,28 +259,9 @@ impl Trainer {
             self.device.seed(key);
         }
         let data = clock.phase("data");
-        let model = self.model();
         let (forward, backward, mut loss, mut accumulated) =
             with_workers_polling_on(&self.device, || {
-                let (mut forward, mut backward, mut loss) = (0.0, 0.0, 0.0);
-                let mut accumulated = GradientsAccumulator::<Gpt>::new();
-                for i in 0..n {
-                    let rows = i * micro + offset..i * micro + offset + share;
-                    let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
-                    let (inputs, targets) =
-                        (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
-                    let mut micro_loss = model.loss(inputs, targets);
-                    if n > 1 {
-                        micro_loss = micro_loss.div_scalar(n as f64);
-                    }
-                    forward += clock.phase("forward");
-                    let grads = GradientsParams::from_grads(micro_loss.backward(), model);
-                    loss += f64::from(micro_loss.into_scalar::<f32>());
-                    // Adds into the sum; the first micro-batch's gradients are moved in, not copied.
-                    accumulated.accumulate(model, grads);
-                    backward += clock.phase("backward");
-                }
-                (forward, backward, loss, accumulated)
+                self.micro_batches(&batch, (share, offset), &mut clock)
             });
         let mut grads = accumulated.grads();
         let comm = if ranks > 1 {
@@ -329,6 +310,37 @@ impl Trainer {
                 optimizer,
             },
         })
+    }
+
+    /// The forward and backward passes of a step's micro-batches, `share` rows at `offset` of
+    /// each: the seconds of both phases, the summed loss (each micro-batch's scaled by 1/N) and
+    /// the summed gradients.
+    fn micro_batches(
+        &self,
+        batch: &Batch,
+        (share, offset): (usize, usize),
+        clock: &mut PhaseClock,
+    ) -> (f64, f64, f64, GradientsAccumulator<Gpt>) {
+        let (micro, n) = (self.config.train.batch_size, self.config.train.grad_accum);
+        let model = self.model();
+        let (mut forward, mut backward, mut loss) = (0.0, 0.0, 0.0);
+        let mut accumulated = GradientsAccumulator::<Gpt>::new();
+        for i in 0..n {
+            let rows = i * micro + offset..i * micro + offset + share;
+            let (inputs, targets) = (batch.inputs.clone(), batch.targets.clone());
+            let (inputs, targets) = (inputs.slice(s![rows.clone()]), targets.slice(s![rows]));
+            let mut micro_loss = model.loss(inputs, targets);
+            if n > 1 {
+                micro_loss = micro_loss.div_scalar(n as f64);
+            }
+            forward += clock.phase("forward");
+            let grads = GradientsParams::from_grads(micro_loss.backward(), model);
+            loss += f64::from(micro_loss.into_scalar::<f32>());
+            // Adds into the sum; the first micro-batch's gradients are moved in, not copied.
+            accumulated.accumulate(model, grads);
+            backward += clock.phase("backward");
+        }
+        (forward, backward, loss, accumulated)
     }
 
     /// The model being trained.
