@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use gemm_common::Parallelism;
 use rayon::prelude::*;
 
-use super::Float;
+use super::{DisjointOutput, Float};
 
 /// What runs the products on this processor, for the start-up banner.
 pub fn engine() -> String {
@@ -254,11 +254,12 @@ pub fn matmul_on<E: Float>(
     match engine {
         Engine::GemmCrate => gemm_crate_product((m, n, k), a, b, c, into, threads),
         Engine::BlasOnRayon => {
-            let output = Output(c.as_mut_ptr());
+            let output = DisjointOutput::new(c);
             Block::split((m, n), threads)
                 .into_par_iter()
                 .for_each(|part| {
-                    blas_product(library, (n, k), a, b, output.get(), part, into);
+                    // Each call writes its own block (`Block::split` gives disjoint blocks).
+                    blas_product(library, (n, k), a, b, output.first(), part, into);
                 });
         }
         Engine::BlasThreads => {
@@ -318,23 +319,6 @@ impl Block {
                 })
                 .collect()
         }
-    }
-}
-
-/// The output's first element, shared by the calls that write its disjoint blocks.
-#[derive(Clone, Copy)]
-struct Output<E>(*mut MaybeUninit<E>);
-
-// SAFETY: the pointer is only offset to the first element of a block, and each block is written
-// by one call alone (`Block::split` gives disjoint blocks), so the threads never touch the same
-// element.
-unsafe impl<E> Send for Output<E> {}
-unsafe impl<E> Sync for Output<E> {}
-
-impl<E> Output<E> {
-    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
-    fn get(self) -> *mut MaybeUninit<E> {
-        self.0
     }
 }
 

@@ -5,6 +5,7 @@
 //! works on plain slices, `f32` in training and `f64` in the gradient checks, parallel on
 //! rayon's pool and vectorized for the processor at hand.
 
+mod disjoint;
 mod float;
 pub mod gemm;
 pub(crate) mod math;
@@ -13,6 +14,7 @@ pub(crate) mod simd;
 mod subnormals;
 pub(crate) mod vector;
 
+pub(crate) use disjoint::DisjointOutput;
 pub use float::Float;
 pub use polling::with_workers_polling;
 pub use simd::Isa;

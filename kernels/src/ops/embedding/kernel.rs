@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::cpu::{Float, rows_per_task};
+use crate::cpu::{DisjointOutput, Float, rows_per_task};
 
 /// `x` (`n × d`) `= wte[tokens] + wpe[past + row mod t]`, for `wte` `vocab × d` and `wpe`
 /// `context × d`. Writes every element of `x`, which may start uninitialized.
@@ -96,7 +96,7 @@ pub fn embedding_backward<E: Float>(
         by_token.sort_by_key(|&r| tokens[r]);
         let width = block_width(vocab, d);
         let rows = rows_per_task(width);
-        let table = Table::new(dwte);
+        let table = DisjointOutput::new(dwte);
         let blocks: Vec<(usize, usize)> = (0..vocab)
             .step_by(rows)
             .flat_map(|v0| (0..d).step_by(width).map(move |c0| (v0, c0)))
@@ -105,18 +105,15 @@ pub fn embedding_backward<E: Float>(
             let (v1, c1) = ((v0 + rows).min(vocab), (c0 + width).min(d));
             // SAFETY: the blocks `[v0, v1) × [c0, c1)` do not overlap, so each element is
             // written by this task alone.
-            let block = |v: usize| unsafe { table.row(v * d + c0, c1 - c0) };
+            let block = |v: usize| unsafe { table.part(v * d + c0, c1 - c0) };
             for v in v0..v1 {
                 block(v).fill(MaybeUninit::new(E::ZERO));
             }
             let start = by_token.partition_point(|&r| tokens[r] < v0);
             let end = by_token.partition_point(|&r| tokens[r] < v1);
             for &r in &by_token[start..end] {
-                let out = block(tokens[r]);
-                for (o, &g) in out.iter_mut().zip(&dx[r * d + c0..r * d + c1]) {
-                    // SAFETY: zeroed above.
-                    o.write(unsafe { o.assume_init() } + g);
-                }
+                // SAFETY: every row of the block was zeroed above.
+                unsafe { add_to_zeroed(block(tokens[r]), &dx[r * d + c0..r * d + c1]) };
             }
         });
     }
@@ -128,13 +125,21 @@ pub fn embedding_backward<E: Float>(
                 return;
             }
             for s in 0..sequences {
-                let g = &dx[(s * t + position - past) * d..][..d];
-                for (o, &g) in row.iter_mut().zip(g) {
-                    // SAFETY: zeroed above.
-                    o.write(unsafe { o.assume_init() } + g);
-                }
+                // SAFETY: zeroed above.
+                unsafe { add_to_zeroed(row, &dx[(s * t + position - past) * d..][..d]) };
             }
         });
+    }
+}
+
+/// `out += g`.
+///
+/// # Safety
+/// Every element of `out` was written (zeroed, or added to since).
+unsafe fn add_to_zeroed<E: Float>(out: &mut [MaybeUninit<E>], g: &[E]) {
+    for (o, &g) in out.iter_mut().zip(g) {
+        // SAFETY: the caller's guarantee.
+        o.write(unsafe { o.assume_init() } + g);
     }
 }
 
@@ -145,36 +150,6 @@ fn check_tokens(tokens: &[usize], vocab: usize) {
             "token {} at row {r} is not in the embedding table of {vocab}",
             tokens[r]
         );
-    }
-}
-
-/// A gradient table written by parallel tasks, each its own block of it.
-struct Table<E> {
-    first: *mut MaybeUninit<E>,
-    len: usize,
-}
-
-// SAFETY: tasks write disjoint blocks (see `Table::row`'s contract).
-unsafe impl<E: Send> Send for Table<E> {}
-unsafe impl<E: Send> Sync for Table<E> {}
-
-impl<E> Table<E> {
-    fn new(values: &mut [MaybeUninit<E>]) -> Self {
-        Self {
-            first: values.as_mut_ptr(),
-            len: values.len(),
-        }
-    }
-
-    /// `len` elements from `start`.
-    ///
-    /// # Safety
-    /// No other task touches these elements while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, start: usize, len: usize) -> &mut [MaybeUninit<E>] {
-        assert!(start + len <= self.len);
-        // SAFETY: in bounds (checked); exclusive by the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.first.add(start), len) }
     }
 }
 
