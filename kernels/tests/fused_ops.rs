@@ -356,6 +356,29 @@ fn embedding_matches_composed_and_finite_differences() {
 }
 
 #[test]
+fn embedding_tied_to_a_head_sums_both_gradients() {
+    // The head reads the token table after the embedding did, so its gradient of the table is
+    // there first and the embedding's rows are added onto it. Whole rows (600 x 512) and
+    // column stripes (65 x 128); tokens 0..b·t, so most rows of the larger table get the
+    // head's gradient alone.
+    for (b, t, vocab, d) in [(2, 3, 600, 512), (3, 7, 65, 128)] {
+        let op: Op = Box::new(move |x| {
+            let device = x[0].device();
+            let tokens = TensorData::new((0..(b * t) as i64).collect::<Vec<_>>(), [b, t]);
+            let tokens = Tensor::<2, Int>::from_data(tokens, &device);
+            let (wte, wpe) = (
+                x[0].clone().reshape([vocab, d]),
+                x[1].clone().reshape([t, d]),
+            );
+            let hidden = ops::embedding(tokens, wte.clone(), wpe, 0).reshape([b * t, d]);
+            hidden.matmul(wte.transpose()).reshape([-1])
+        });
+        let inputs = vec![values(vocab * d, 15, 0.1), values(t * d, 16, 0.1)];
+        check("embedding tied to a head", op, inputs);
+    }
+}
+
+#[test]
 fn every_cpu_backend_takes_the_fused_path() {
     for (backend, device) in devices() {
         for dtype in [DType::F32, DType::F64] {

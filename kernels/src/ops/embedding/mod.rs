@@ -4,6 +4,8 @@
 
 pub mod kernel;
 
+use kernel::TokenGradient;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -72,11 +74,12 @@ impl<B: CpuBackend, C: CheckpointStrategy> EmbeddingOps for Autodiff<B, C> {
         past: usize,
     ) -> FloatTensor<Self> {
         let backward = EmbeddingBackward { past };
+        let table = wte.clone();
         record::<B, C, _, 2>([wte, wpe], backward, |[wte, wpe]| {
-            let tables = [wte.dims()[0], wpe.dims()[0]];
+            let rows = [wte.dims()[0], wpe.dims()[0]];
             (
                 B::fused_embedding(tokens.clone(), wte, wpe, past),
-                (tokens, tables),
+                (tokens, rows, table),
             )
         })
     }
@@ -89,45 +92,51 @@ struct EmbeddingBackward {
 }
 
 impl<B: CpuBackend> Backward<B, 2> for EmbeddingBackward {
-    /// The tokens and the rows of both tables: the gradients need no values of the tables.
-    type State = (IntTensor<B>, [usize; 2]);
+    /// The tokens, the rows of both tables, and the token table as the graph knows it: not for
+    /// its values (the gradients need none) but to take out a gradient it already has.
+    type State = (IntTensor<B>, [usize; 2], FloatTensor<Autodiff<B>>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dx = grads.consume::<B>(&ops.node);
-        let (tokens, tables) = ops.state;
+        let (tokens, rows, table) = ops.state;
         let want = [ops.parents[0].is_some(), ops.parents[1].is_some()];
-        let gradients = backward(&tokens, dx, tables, self.past, want);
+        // When the head shares the token table, its backward ran first and registered the
+        // table's `[vocab, d]` gradient; the rows are added onto that one (registering a second
+        // table would have Burn allocate a third and sum the two on one thread).
+        let head = want[0].then(|| grads.remove::<B>(&table)).flatten();
+        let gradients = backward(&tokens, dx, rows, self.past, head, want);
         register!(B, grads, ops.parents, gradients);
     }
 }
 
-/// The gradients asked for in `want` (`[dwte, dwpe]`), tables of `tables` rows each.
+/// The gradients asked for in `want` (`[dwte, dwpe]`), tables of `rows` rows each; `dwte` added
+/// onto `head`, the tied head's gradient of the token table, when there is one.
 fn backward<T: HostTensor, I: HostTensor>(
     tokens: &I,
     dx: T,
-    tables: [usize; 2],
+    rows: [usize; 2],
     past: usize,
+    head: Option<T>,
     want: [bool; 2],
 ) -> [Option<T>; 2] {
     with_float!(dx.dtype(), E => {
         let (ids, t) = (tokens.indices(), tokens.dims()[1]);
         let d = *dx.dims().last().expect("x is [b, t, d]");
         let dxs = dx.values::<E>();
-        let names = ["embedding backward: dwte", "embedding backward: dwpe"];
-        let [mut dwte, mut dwpe] =
-            [0, 1].map(|i| want[i].then(|| Output::new(tables[i] * d, names[i])));
-        kernel::embedding_backward(
-            &ids,
-            &dxs,
-            (t, d),
-            past,
-            dwte.as_mut().map(Output::slots),
-            dwpe.as_mut().map(Output::slots),
-        );
-        // SAFETY: embedding_backward writes every element of the gradients it is given.
+        let fresh_wte = want[0] && head.is_none();
+        let mut dwte = fresh_wte.then(|| Output::new(rows[0] * d, "embedding backward: dwte"));
+        let mut dwpe = want[1].then(|| Output::new(rows[1] * d, "embedding backward: dwpe"));
+        let mut head = head;
+        let token_gradient = match (&mut head, &mut dwte) {
+            (Some(head), _) => Some(TokenGradient::Onto(head.values_mut::<E>())),
+            (None, dwte) => dwte.as_mut().map(|g| TokenGradient::Fresh(g.slots())),
+        };
+        let dwpe_slots = dwpe.as_mut().map(Output::slots);
+        kernel::embedding_backward(&ids, &dxs, (t, d), past, token_gradient, dwpe_slots);
+        // SAFETY: embedding_backward writes every element of the fresh gradients it is given.
         let done = |g: Option<Output<E>>, rows: usize| {
             g.map(|g| T::from_values(unsafe { g.written() }, vec![rows, d]))
         };
-        [done(dwte, tables[0]), done(dwpe, tables[1])]
+        [head.or_else(|| done(dwte, rows[0])), done(dwpe, rows[1])]
     })
 }
