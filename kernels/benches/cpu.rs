@@ -122,7 +122,7 @@ fn kernels(c: &mut Criterion) {
     let (mut y, mut dx, mut dw, mut db) = (out(rows * n), out(rows * k), out(k * n), out(n));
     group.throughput(Throughput::Elements((2 * rows * k * n) as u64));
     group.bench_function("linear_2048x128x512", |bench| {
-        bench.iter(|| cpu::linear(&x, &w, Some(&bias), (rows, k, n), &mut y))
+        bench.iter(|| cpu::linear(&x, &w, Some(&bias), None, (rows, k, n), &mut y))
     });
     group.throughput(Throughput::Elements((4 * rows * k * n) as u64));
     group.bench_function("linear_backward_2048x128x512", |bench| {

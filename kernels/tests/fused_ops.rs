@@ -233,21 +233,32 @@ fn layer_norm_matches_composed_and_finite_differences() {
 
 #[test]
 fn linear_matches_composed_and_finite_differences() {
-    // (b, t, k, n): a toy shape, and one whose product is split across threads with rows that
-    // cross the bias gradient's 64-row blocks.
-    for (b, t, k, n) in [(2, 5, 7, 9), (3, 70, 130, 70)] {
-        for with_bias in [true, false] {
+    // (b, t, k, n): a toy shape; one whose product is split across threads with rows that cross
+    // the bias gradient's 64-row blocks; one whose output crosses the 256-row tasks that start
+    // it as the residual and the bias, with a tail.
+    for (b, t, k, n) in [(2, 5, 7, 9), (3, 70, 130, 70), (3, 200, 33, 40)] {
+        for (with_bias, onto) in [(true, false), (false, false), (true, true), (false, true)] {
             let op: Op = Box::new(move |x| {
                 let bias = with_bias.then(|| x[2].clone());
                 let (input, weight) = (
                     x[0].clone().reshape([b, t, k]),
                     x[1].clone().reshape([k, n]),
                 );
-                ops::linear(input, weight, bias).reshape([-1])
+                let y = match onto {
+                    false => ops::linear(input, weight, bias),
+                    true => {
+                        let residual = x.last().unwrap().clone().reshape([b, t, n]);
+                        ops::linear_onto(residual, input, weight, bias)
+                    }
+                };
+                y.reshape([-1])
             });
             let mut inputs = vec![values(b * t * k, 5, 1.0), values(k * n, 6, 0.5)];
             if with_bias {
                 inputs.push(values(n, 7, 0.5));
+            }
+            if onto {
+                inputs.push(values(b * t * n, 8, 1.0));
             }
             check("linear", op, inputs);
         }

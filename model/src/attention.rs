@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use ember_kernels::ops;
 
-use crate::layers::linear;
+use crate::layers::{linear, project_onto};
 
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention {
@@ -25,9 +25,15 @@ pub struct CausalSelfAttention {
 pub type LayerCache = Option<Tensor<3>>;
 
 impl CausalSelfAttention {
-    /// `x`: `[b, t, d]` → `[b, t, d]`. With a `cache` (generation), `x` holds the positions that
-    /// follow the cached ones, and the cache is extended with them.
-    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    /// `residual + attn(x)`: `x` `[b, t, d]` → `[b, t, d]`, added onto the residual stream. With
+    /// a `cache` (generation), `x` holds the positions that follow the cached ones, and the cache
+    /// is extended with them.
+    pub fn forward(
+        &self,
+        residual: Tensor<3>,
+        x: Tensor<3>,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
         let qkv = linear(&self.qkv, x); // [b, t, 3d]
         let y = match cache {
             None => ops::causal_attention(qkv, self.n_head, 0, self.dropout), // [b, t, d]
@@ -43,6 +49,6 @@ impl CausalSelfAttention {
                 ops::causal_attention(all, self.n_head, past, self.dropout) // [b, t, d]
             }
         };
-        ops::dropout(linear(&self.proj, y), self.dropout)
+        project_onto(residual, &self.proj, y, self.dropout)
     }
 }

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use ember_kernels::ops;
 
 use crate::attention::LayerCache;
-use crate::layers::{layer_norm, linear};
+use crate::layers::{layer_norm, linear, project_onto};
 use crate::{Activation, CausalSelfAttention};
 
 /// The 4x feed-forward network with GELU (exact, as `nn.GELU()` in PyTorch, or GPT-2's tanh
@@ -22,10 +22,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// `[b, t, d]` → `[b, t, 4d]` → `[b, t, d]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `residual + mlp(x)`: `x` `[b, t, d]` → `[b, t, 4d]` → `[b, t, d]`, added onto the
+    /// residual stream.
+    pub fn forward(&self, residual: Tensor<3>, x: Tensor<3>) -> Tensor<3> {
         let hidden = ops::gelu(linear(&self.fc, x), self.activation.approximation());
-        ops::dropout(linear(&self.proj, hidden), self.dropout)
+        project_onto(residual, &self.proj, hidden, self.dropout)
     }
 }
 
@@ -41,7 +42,9 @@ pub struct Block {
 impl Block {
     /// `x`: `[b, t, d]`; `cache` as [`CausalSelfAttention::forward`].
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(layer_norm(&self.ln_1, x), cache);
-        x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x))
+        let x = self
+            .attn
+            .forward(x.clone(), layer_norm(&self.ln_1, x), cache);
+        self.mlp.forward(x.clone(), layer_norm(&self.ln_2, x))
     }
 }

@@ -1,7 +1,9 @@
 //! The Linear layer `y = x·W + b` (`W` `[in, out]` as Burn stores it) and its backward pass
 //! `dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σ_rows dy`, with the bias folded into the product (the
-//! output starts as the bias and the product is accumulated onto it). The products are
-//! [`crate::cpu::gemm`]'s.
+//! output starts as the bias and the product is accumulated onto it). A residual branch's output
+//! projection `r + x·W + b` is one call the same way: the output starts as `r + b`, which spares
+//! the separate add (a pass over three `m × n` tensors on one thread, and an allocation) and its
+//! bookkeeping; its gradient is `dy` itself. The products are [`crate::cpu::gemm`]'s.
 
 use std::mem::MaybeUninit;
 
@@ -10,32 +12,72 @@ use rayon::prelude::*;
 use crate::cpu::Float;
 use crate::cpu::gemm::{Destination, View, matmul};
 
-/// `y` (`m × n`) `= x·w + bias` for `x` `m × k` and `w` `k × n`. Writes every element of `y`,
-/// which may start uninitialized.
+/// `y` (`m × n`) `= onto + x·w + bias` for `x` `m × k`, `w` `k × n`, and `onto` (the residual
+/// stream, `m × n`) and `bias` (`n`) where given. Writes every element of `y`, which may start
+/// uninitialized.
 pub fn linear<E: Float>(
     x: &[E],
     w: &[E],
     bias: Option<&[E]>,
+    onto: Option<&[E]>,
     (m, k, n): (usize, usize, usize),
     y: &mut [MaybeUninit<E>],
 ) {
     assert_eq!(x.len(), m * k);
     assert_eq!(w.len(), k * n);
     assert_eq!(y.len(), m * n);
-    let output = match bias {
-        Some(bias) => {
-            y.par_chunks_mut(n * 256).for_each(|rows| {
-                for row in rows.chunks_exact_mut(n) {
-                    for (y, &b) in row.iter_mut().zip(bias) {
-                        y.write(b);
-                    }
-                }
-            });
+    assert!(
+        onto.is_none_or(|r| r.len() == m * n),
+        "a residual of another shape"
+    );
+    let output = match (bias, onto) {
+        (None, None) => Destination::Overwrite,
+        _ => {
+            let rows = ROWS_PER_TASK;
+            y.par_chunks_mut(n * rows)
+                .enumerate()
+                .for_each(|(task, block)| {
+                    let onto = onto.map(|r| &r[task * rows * n..][..block.len()]);
+                    start_rows(block, n, bias, onto);
+                });
             Destination::Accumulate
         }
-        None => Destination::Overwrite,
     };
     matmul((m, n, k), View::rows(x, k), View::rows(w, n), y, output);
+}
+
+/// Rows of the output one task of [`linear`]'s starting pass fills.
+const ROWS_PER_TASK: usize = 256;
+
+/// What the product is accumulated onto: `onto + bias`, `onto`, or `bias` in every row.
+fn start_rows<E: Float>(
+    y: &mut [MaybeUninit<E>],
+    n: usize,
+    bias: Option<&[E]>,
+    onto: Option<&[E]>,
+) {
+    match (bias, onto) {
+        (Some(bias), Some(onto)) => {
+            for (row, r) in y.chunks_exact_mut(n).zip(onto.chunks_exact(n)) {
+                for ((y, &r), &b) in row.iter_mut().zip(r).zip(bias) {
+                    y.write(r + b);
+                }
+            }
+        }
+        (None, Some(onto)) => {
+            for (y, &r) in y.iter_mut().zip(onto) {
+                y.write(r);
+            }
+        }
+        (Some(bias), None) => {
+            for row in y.chunks_exact_mut(n) {
+                for (y, &b) in row.iter_mut().zip(bias) {
+                    y.write(b);
+                }
+            }
+        }
+        (None, None) => unreachable!("the product overwrites"),
+    }
 }
 
 /// Rows per block of the bias gradient's column sum: fixed, so that the sum is the same on any

@@ -1,6 +1,7 @@
-//! The Linear layer `x·W + b` with `W` `[in, out]`, as `burn::tensor::module::linear`: what the
-//! model calls (fused on the CPU, Burn's own elsewhere), the fused op's host adapter and its
-//! backward pass. The kernels are in [`kernel`].
+//! The Linear layer `x·W + b` with `W` `[in, out]`, as `burn::tensor::module::linear`, and a
+//! residual branch's output projection `r + x·W + b` as one op: what the model calls (fused on
+//! the CPU, Burn's own elsewhere), the fused op's host adapter and its backward pass. The
+//! kernels are in [`kernel`].
 
 pub mod kernel;
 
@@ -14,7 +15,7 @@ use burn::tensor::Tensor;
 
 use crate::fused::autodiff::{record, register};
 use crate::fused::host::{CpuBackend, HostTensor, Output, rows_and_last, with_float};
-use crate::fused::{Optional, fused, with_optional};
+use crate::fused::{Optional, fused};
 
 /// `x·weight + bias` for `x` `[.., in]` and `weight` `[in, out]`.
 pub fn linear<const D: usize>(
@@ -25,10 +26,34 @@ pub fn linear<const D: usize>(
     if !fused(&x) || D < 2 {
         return burn::tensor::module::linear(x, weight, bias);
     }
+    fused_linear(x, weight, bias, None)
+}
+
+/// `residual + x·weight + bias`: a residual branch's output projection added onto the stream
+/// (`residual` `[.., out]`).
+pub fn linear_onto<const D: usize>(
+    residual: Tensor<D>,
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if !fused(&x) || D < 2 {
+        return residual + burn::tensor::module::linear(x, weight, bias);
+    }
+    fused_linear(x, weight, bias, Some(residual))
+}
+
+fn fused_linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    residual: Option<Tensor<D>>,
+) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as LinearOps>::fused_linear(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.map(Tensor::into_dispatch).into(),
+        residual.map(Tensor::into_dispatch).into(),
     ))
 }
 
@@ -38,20 +63,27 @@ pub trait LinearOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         #[extension_type] bias: Optional<Self>,
+        #[extension_type] residual: Optional<Self>,
     ) -> FloatTensor<Self>;
 }
 
 impl<B: CpuBackend> LinearOps for B {
-    fn fused_linear(x: FloatTensor<B>, w: FloatTensor<B>, bias: Optional<B>) -> FloatTensor<B> {
+    fn fused_linear(
+        x: FloatTensor<B>,
+        w: FloatTensor<B>,
+        bias: Optional<B>,
+        residual: Optional<B>,
+    ) -> FloatTensor<B> {
         with_float!(x.dtype(), E => {
             let mut dims = x.dims();
             let (m, k) = rows_and_last(&dims);
             let n = w.dims()[1];
             let (xs, ws) = (x.values::<E>(), w.values::<E>());
-            let b = bias.into_option();
+            let (b, r) = (bias.into_option(), residual.into_option());
             let b = b.as_ref().map(|b| b.values::<E>());
+            let r = r.as_ref().map(|r| r.values::<E>());
             let mut y = Output::new(m * n, "linear: y");
-            kernel::linear(&xs, &ws, b.as_deref(), (m, k, n), y.slots());
+            kernel::linear(&xs, &ws, b.as_deref(), r.as_deref(), (m, k, n), y.slots());
             *dims.last_mut().expect("rank >= 1") = n;
             // SAFETY: linear writes every element of its output.
             HostTensor::from_values(unsafe { y.written() }, dims)
@@ -64,25 +96,42 @@ impl<B: CpuBackend, C: CheckpointStrategy> LinearOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         bias: Optional<Self>,
+        residual: Optional<Self>,
     ) -> FloatTensor<Self> {
-        match bias.into_option() {
-            Some(bias) => record::<B, C, _, 3>([x, w, bias], LinearBackward, forward::<B, 3>),
-            None => record::<B, C, _, 2>([x, w], LinearBackward, forward::<B, 2>),
+        // Parents `[x, w]`, then the bias and the residual where present.
+        let has = LinearBackward {
+            bias: matches!(bias, Optional::Present(_)),
+            residual: matches!(residual, Optional::Present(_)),
+        };
+        match (bias.into_option(), residual.into_option()) {
+            (None, None) => record::<B, C, _, 2>([x, w], has, forward::<B, 2>(has)),
+            (Some(b), None) => record::<B, C, _, 3>([x, w, b], has, forward::<B, 3>(has)),
+            (None, Some(r)) => record::<B, C, _, 3>([x, w, r], has, forward::<B, 3>(has)),
+            (Some(b), Some(r)) => record::<B, C, _, 4>([x, w, b, r], has, forward::<B, 4>(has)),
         }
     }
 }
 
-/// The inner forward of `[x, w]` or `[x, w, bias]`, and what the backward keeps.
+/// The inner forward of the parents `has` describes, and what the backward keeps.
 fn forward<B: CpuBackend, const N: usize>(
-    inputs: [FloatTensor<B>; N],
-) -> (FloatTensor<B>, [FloatTensor<B>; 2]) {
-    let (x, w, bias) = with_optional(inputs);
-    (B::fused_linear(x.clone(), w.clone(), bias.into()), [x, w])
+    has: LinearBackward,
+) -> impl FnOnce([FloatTensor<B>; N]) -> (FloatTensor<B>, [FloatTensor<B>; 2]) {
+    move |inputs| {
+        let mut inputs = inputs.into_iter();
+        let (x, w) = (inputs.next().expect("x"), inputs.next().expect("w"));
+        let bias = has.bias.then(|| inputs.next().expect("the bias"));
+        let residual = has.residual.then(|| inputs.next().expect("the residual"));
+        let y = B::fused_linear(x.clone(), w.clone(), bias.into(), residual.into());
+        (y, [x, w])
+    }
 }
 
-/// Parents `[x, weight]` or `[x, weight, bias]`.
-#[derive(Debug)]
-struct LinearBackward;
+/// Parents `[x, weight]`, then `bias` and `residual` where the op has them.
+#[derive(Debug, Clone, Copy)]
+struct LinearBackward {
+    bias: bool,
+    residual: bool,
+}
 
 impl<B: CpuBackend, const N: usize> Backward<B, N> for LinearBackward {
     /// `[x, weight]`.
@@ -90,11 +139,16 @@ impl<B: CpuBackend, const N: usize> Backward<B, N> for LinearBackward {
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
-        let mut want = [false; 3];
-        for (w, parent) in want.iter_mut().zip(&ops.parents) {
-            *w = parent.is_some();
-        }
-        let gradients = backward(ops.state, dy, want);
+        let parents = &ops.parents;
+        let (bias, residual) = (self.bias.then_some(2), self.residual.then(|| N - 1));
+        let wanted = |i: Option<usize>| i.is_some_and(|i| parents[i].is_some());
+        let want = [parents[0].is_some(), parents[1].is_some(), wanted(bias)];
+        // The residual's gradient is `dy` itself (shared, not copied).
+        let d_residual = wanted(residual).then(|| dy.clone());
+        let [dx, dw, db] = backward(ops.state, dy, want);
+        let mut gradients: Vec<Option<FloatTensor<B>>> = vec![dx, dw];
+        gradients.extend(self.bias.then_some(db));
+        gradients.extend(self.residual.then_some(d_residual));
         register!(B, grads, ops.parents, gradients);
     }
 }
