@@ -69,7 +69,7 @@ fn kernels(c: &mut Criterion) {
     group.bench_function("layer_norm_backward_2048x128", |bench| {
         bench.iter(|| {
             let dbeta = Some(db.as_mut_slice());
-            cpu::layer_norm_backward(&x, &gamma, &mean, &rstd, &x, &mut dx, &mut dg, dbeta)
+            cpu::layer_norm_backward(&x, &gamma, &mean, &rstd, &x, None, &mut dx, &mut dg, dbeta)
         })
     });
 

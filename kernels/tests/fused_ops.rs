@@ -215,12 +215,19 @@ fn layer_norm_matches_composed_and_finite_differences() {
     // (rows, d): a toy shape; 282 rows of 64 (more rows than one task's 256, and not a multiple
     // of the backward's 32-row blocks); 70 rows of 40 (a width with a tail after the 16-lane
     // vectors).
+    // In a pre-LayerNorm block the input is also the residual stream, read again after the
+    // LayerNorm (`x + attn(ln(x))`): Burn runs the deeper add's backward first, so its gradient
+    // of the input is there and the LayerNorm's is summed onto it (`residual`).
     for (rows, d) in [(6, 16), (282, 64), (70, 40)] {
-        for with_beta in [true, false] {
+        for (with_beta, residual) in [(true, false), (false, false), (true, true), (false, true)] {
             let op: Op = Box::new(move |x| {
                 let beta = with_beta.then(|| x[2].clone());
                 let input = x[0].clone().reshape([2, rows / 2, d]);
-                ops::layer_norm(input, x[1].clone(), beta, 1e-5).reshape([-1])
+                let y = ops::layer_norm(input.clone(), x[1].clone(), beta, 1e-5);
+                match residual {
+                    false => y.reshape([-1]),
+                    true => (input + y.exp()).reshape([-1]),
+                }
             });
             let mut inputs = vec![values(rows * d, 2, 3.0), values(d, 3, 1.5)];
             if with_beta {

@@ -65,7 +65,9 @@ pub fn layer_norm<E: Float, O: Sink<E>>(
 const BLOCK_ROWS: usize = 32;
 
 /// Gradients of [`layer_norm`]: `dx` (`rows × d`), and `dgamma` (and `dbeta` when the LayerNorm
-/// has a bias), each `d`.
+/// has a bias), each `d`. With `onto` (`rows × d`: a gradient `x` already has from its other
+/// reader, the residual stream's add), `dx` is that plus LayerNorm's share, summed as it is
+/// written rather than in a separate pass.
 #[allow(clippy::too_many_arguments)] // the forward's inputs and saved statistics, and three outputs
 /// Writes every element of the outputs.
 pub fn layer_norm_backward<E: Float, O: Sink<E>>(
@@ -74,6 +76,7 @@ pub fn layer_norm_backward<E: Float, O: Sink<E>>(
     mean: &[E],
     rstd: &[E],
     dy: &[E],
+    onto: Option<&[E]>,
     dx: &mut [O],
     dgamma: &mut [O],
     dbeta: Option<&mut [O]>,
@@ -82,6 +85,10 @@ pub fn layer_norm_backward<E: Float, O: Sink<E>>(
     assert_eq!(x.len(), dy.len());
     assert_eq!(x.len(), dx.len());
     assert_eq!(x.len(), d * mean.len());
+    assert!(
+        onto.is_none_or(|o| o.len() == x.len()),
+        "a gradient of another shape"
+    );
     // Per block of rows: dx for those rows, and that block's sums of dy·x̂ and dy.
     let partial: Vec<(Vec<E>, Vec<E>)> = dx
         .par_chunks_mut(BLOCK_ROWS * d)
@@ -90,7 +97,9 @@ pub fn layer_norm_backward<E: Float, O: Sink<E>>(
                 .zip(dy.par_chunks(BLOCK_ROWS * d)),
         )
         .zip(mean.par_chunks(BLOCK_ROWS).zip(rstd.par_chunks(BLOCK_ROWS)))
-        .map(|((dx, (x, dy)), (mean, rstd))| {
+        .enumerate()
+        .map(|(block, ((dx, (x, dy)), (mean, rstd)))| {
+            let onto = onto.map(|o| &o[block * BLOCK_ROWS * d..][..dx.len()]);
             vectorized(
                 #[inline(always)]
                 || {
@@ -109,8 +118,19 @@ pub fn layer_norm_backward<E: Float, O: Sink<E>>(
                         }
                         let mean_g = sum(&g) / n;
                         let mean_gx = dot(&g, &xhat) / n;
-                        for j in 0..d {
-                            dx[j].put(inv * (g[j] - mean_g - xhat[j] * mean_gx));
+                        let own = |j: usize| inv * (g[j] - mean_g - xhat[j] * mean_gx);
+                        match onto {
+                            Some(onto) => {
+                                let onto = &onto[i * d..(i + 1) * d];
+                                for (j, (dx, &o)) in dx.iter_mut().zip(onto).enumerate() {
+                                    dx.put(o + own(j));
+                                }
+                            }
+                            None => {
+                                for (j, dx) in dx.iter_mut().enumerate() {
+                                    dx.put(own(j));
+                                }
+                            }
                         }
                     }
                     (dg, db)

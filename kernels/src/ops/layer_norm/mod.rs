@@ -86,12 +86,13 @@ impl<B: CpuBackend, C: CheckpointStrategy> LayerNormOps for Autodiff<B, C> {
         eps: f64,
     ) -> Normalized<Self> {
         let mut stats = None;
+        let tracked = x.clone();
         let y = match b.into_option() {
             Some(b) => record::<B, C, _, 3>([x, g, b], LayerNormBackward, |i| {
-                forward::<B, 3>(i, eps, &mut stats)
+                forward::<B, 3>(i, eps, &mut stats, tracked)
             }),
             None => record::<B, C, _, 2>([x, g], LayerNormBackward, |i| {
-                forward::<B, 2>(i, eps, &mut stats)
+                forward::<B, 2>(i, eps, &mut stats, tracked)
             }),
         };
         // The statistics enter the graph as values no gradient flows through.
@@ -101,37 +102,52 @@ impl<B: CpuBackend, C: CheckpointStrategy> LayerNormOps for Autodiff<B, C> {
 }
 
 /// The inner forward of `[x, gamma]` or `[x, gamma, beta]`, and what the backward keeps; the
-/// statistics are also put in `stats`.
+/// statistics are also put in `stats`. `tracked` is `x` as the graph knows it.
 fn forward<B: CpuBackend, const N: usize>(
     inputs: [FloatTensor<B>; N],
     eps: f64,
     stats: &mut Option<(FloatTensor<B>, FloatTensor<B>)>,
-) -> (FloatTensor<B>, [FloatTensor<B>; 4]) {
+    tracked: FloatTensor<Autodiff<B>>,
+) -> (FloatTensor<B>, Saved<B>) {
     let (x, gamma, beta) = with_optional(inputs);
     let (y, mean, rstd) = B::fused_layer_norm(x.clone(), gamma.clone(), beta.into(), eps);
     *stats = Some((mean.clone(), rstd.clone()));
-    (y, [x, gamma, mean, rstd])
+    (y, ([x, gamma, mean, rstd], tracked))
 }
+
+/// `[x, gamma, mean, rstd]`, and `x` as the graph knows it: not for its values but to take out a
+/// gradient it already has.
+type Saved<B> = ([FloatTensor<B>; 4], FloatTensor<Autodiff<B>>);
 
 /// Parents `[x, gamma]` or `[x, gamma, beta]`.
 #[derive(Debug)]
 struct LayerNormBackward;
 
 impl<B: CpuBackend, const N: usize> Backward<B, N> for LayerNormBackward {
-    /// `[x, gamma, mean, rstd]`.
-    type State = [FloatTensor<B>; 4];
+    type State = Saved<B>;
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
-        let (dx, dgamma, dbeta) = backward(ops.state, dy, N == 3);
+        let (saved, x) = ops.state;
+        // A pre-LayerNorm block's input is also the residual stream, whose add (or accumulating
+        // projection) came later in the forward pass, so its gradient is registered already:
+        // taken out, `dx` is summed onto it as the kernel writes it, where registering a second
+        // one would have Burn allocate a third and add the two on one thread.
+        let onto = ops.parents[0]
+            .is_some()
+            .then(|| grads.remove::<B>(&x))
+            .flatten();
+        let (dx, dgamma, dbeta) = backward(saved, dy, onto, N == 3);
         register!(B, grads, ops.parents, [Some(dx), Some(dgamma), dbeta]);
     }
 }
 
-/// `(dx, dgamma, dbeta)` from the saved `[x, gamma, mean, rstd]`; `dbeta` only `with_beta`.
+/// `(dx, dgamma, dbeta)` from the saved `[x, gamma, mean, rstd]`; `dx` added onto `onto` where
+/// given; `dbeta` only `with_beta`.
 fn backward<T: HostTensor>(
     [x, gamma, mean, rstd]: [T; 4],
     dy: T,
+    onto: Option<T>,
     with_beta: bool,
 ) -> (T, T, Option<T>) {
     with_float!(x.dtype(), E => {
@@ -148,7 +164,18 @@ fn backward<T: HostTensor>(
         let mut dgamma = Output::new(d, "layer_norm backward: dgamma");
         let mut dbeta = with_beta.then(|| Output::new(d, "layer_norm backward: dbeta"));
         let dbeta_slots = dbeta.as_mut().map(Output::slots);
-        kernel::layer_norm_backward(&xs, &g, &m, &r, &dys, dx.slots(), dgamma.slots(), dbeta_slots);
+        let onto = onto.as_ref().map(|o| o.values::<E>());
+        kernel::layer_norm_backward(
+            &xs,
+            &g,
+            &m,
+            &r,
+            &dys,
+            onto.as_deref(),
+            dx.slots(),
+            dgamma.slots(),
+            dbeta_slots,
+        );
         // SAFETY: layer_norm_backward writes every element of the outputs it is given.
         unsafe {
             (
