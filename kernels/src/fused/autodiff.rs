@@ -11,6 +11,7 @@
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, NodeGuard, OpsKind};
 use burn::backend::tensor::FloatTensor;
 
@@ -85,6 +86,20 @@ macro_rules! register {
     };
 }
 pub(crate) use register;
+
+/// The gradient an op's input already has, taken out of `grads` so that the op can write its own
+/// share summed onto it in the pass that computes it. Burn runs the backward of the deepest node
+/// first, so an input read again further on (the residual stream after its LayerNorm, a tied token
+/// table by the head) has that reader's gradient registered by then; registering a second one
+/// instead makes Burn allocate a third tensor and add the two on one thread. `None` when nothing is
+/// registered (the op is the only reader). The op keeps `input` (a clone of the tracked tensor) in
+/// its state for this: the values are shared, not copied, and are kept until the backward anyway.
+pub fn take_gradient<B: CpuBackend>(
+    grads: &mut Gradients,
+    input: &FloatTensor<Autodiff<B>>,
+) -> Option<FloatTensor<B>> {
+    grads.remove::<B>(input)
+}
 
 /// An untracked autodiff tensor: a result no gradient flows through (an optimizer's update).
 pub fn constant<B: CpuBackend, C: CheckpointStrategy>(

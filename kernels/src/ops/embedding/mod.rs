@@ -14,7 +14,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::tensor::{Int, Tensor};
 
-use crate::fused::autodiff::{record, register};
+use crate::fused::autodiff::{record, register, take_gradient};
 use crate::fused::fused;
 use crate::fused::host::{CpuBackend, HostTensor, Output, with_float};
 
@@ -101,9 +101,8 @@ impl<B: CpuBackend> Backward<B, 2> for EmbeddingBackward {
         let (tokens, rows, table) = ops.state;
         let want = [ops.parents[0].is_some(), ops.parents[1].is_some()];
         // When the head shares the token table, its backward ran first and registered the
-        // table's `[vocab, d]` gradient; the rows are added onto that one (registering a second
-        // table would have Burn allocate a third and sum the two on one thread).
-        let head = want[0].then(|| grads.remove::<B>(&table)).flatten();
+        // table's `[vocab, d]` gradient; the rows are added onto that one.
+        let head = want[0].then(|| take_gradient::<B>(grads, &table)).flatten();
         let gradients = backward(&tokens, dx, rows, self.past, head, want);
         register!(B, grads, ops.parents, gradients);
     }

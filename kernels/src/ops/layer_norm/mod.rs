@@ -12,7 +12,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::fused::autodiff::{constant, record, register};
+use crate::fused::autodiff::{constant, record, register, take_gradient};
 use crate::fused::host::{CpuBackend, HostTensor, Output, rows_and_last, with_float};
 use crate::fused::{Optional, fused, with_optional};
 
@@ -129,13 +129,11 @@ impl<B: CpuBackend, const N: usize> Backward<B, N> for LayerNormBackward {
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let (saved, x) = ops.state;
-        // A pre-LayerNorm block's input is also the residual stream, whose add (or accumulating
-        // projection) came later in the forward pass, so its gradient is registered already:
-        // taken out, `dx` is summed onto it as the kernel writes it, where registering a second
-        // one would have Burn allocate a third and add the two on one thread.
+        // A pre-LayerNorm block's input is also the residual stream, read again by the add (the
+        // accumulating projection) after the attention or MLP.
         let onto = ops.parents[0]
             .is_some()
-            .then(|| grads.remove::<B>(&x))
+            .then(|| take_gradient::<B>(grads, &x))
             .flatten();
         let (dx, dgamma, dbeta) = backward(saved, dy, onto, N == 3);
         register!(B, grads, ops.parents, [Some(dx), Some(dgamma), dbeta]);
