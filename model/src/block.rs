@@ -42,6 +42,7 @@ pub struct Block {
 impl Block {
     /// `x`: `[b, t, d]`; `cache` as [`CausalSelfAttention::forward`].
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        // Each branch is given the stream and adds its output onto it.
         let x = self
             .attn
             .forward(x.clone(), layer_norm(&self.ln_1, x), cache);
