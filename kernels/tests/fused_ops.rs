@@ -241,8 +241,8 @@ fn layer_norm_matches_composed_and_finite_differences() {
 #[test]
 fn linear_matches_composed_and_finite_differences() {
     // (b, t, k, n): a toy shape; one whose product is split across threads with rows that cross
-    // the bias gradient's 64-row blocks; one whose output crosses the 256-row tasks that start
-    // it as the residual and the bias, with a tail.
+    // the bias gradient's 64-row blocks; one whose output crosses the tasks that start it as the
+    // residual and the bias (409 rows of 40), with a tail.
     for (b, t, k, n) in [(2, 5, 7, 9), (3, 70, 130, 70), (3, 200, 33, 40)] {
         for (with_bias, onto) in [(true, false), (false, false), (true, true), (false, true)] {
             let op: Op = Box::new(move |x| {

@@ -115,7 +115,7 @@ fn backward<T: HostTensor, I: HostTensor>(
     dx: T,
     rows: [usize; 2],
     past: usize,
-    head: Option<T>,
+    mut head: Option<T>,
     want: [bool; 2],
 ) -> [Option<T>; 2] {
     with_float!(dx.dtype(), E => {
@@ -125,10 +125,9 @@ fn backward<T: HostTensor, I: HostTensor>(
         let fresh_wte = want[0] && head.is_none();
         let mut dwte = fresh_wte.then(|| Output::new(rows[0] * d, "embedding backward: dwte"));
         let mut dwpe = want[1].then(|| Output::new(rows[1] * d, "embedding backward: dwpe"));
-        let mut head = head;
-        let token_gradient = match (&mut head, &mut dwte) {
-            (Some(head), _) => Some(TokenGradient::Onto(head.values_mut::<E>())),
-            (None, dwte) => dwte.as_mut().map(|g| TokenGradient::Fresh(g.slots())),
+        let token_gradient = match &mut head {
+            Some(head) => Some(TokenGradient::Onto(head.values_mut::<E>())),
+            None => dwte.as_mut().map(|g| TokenGradient::Fresh(g.slots())),
         };
         let dwpe_slots = dwpe.as_mut().map(Output::slots);
         kernel::embedding_backward(&ids, &dxs, (t, d), past, token_gradient, dwpe_slots);

@@ -9,8 +9,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::cpu::Float;
 use crate::cpu::gemm::{Destination, View, matmul};
+use crate::cpu::{Float, rows_per_task};
 
 /// `y` (`m × n`) `= onto + x·w + bias` for `x` `m × k`, `w` `k × n`, and `onto` (the residual
 /// stream, `m × n`) and `bias` (`n`) where given. Writes every element of `y`, which may start
@@ -33,7 +33,7 @@ pub fn linear<E: Float>(
     let output = match (bias, onto) {
         (None, None) => Destination::Overwrite,
         _ => {
-            let rows = ROWS_PER_TASK;
+            let rows = rows_per_task(n);
             y.par_chunks_mut(n * rows)
                 .enumerate()
                 .for_each(|(task, block)| {
@@ -45,9 +45,6 @@ pub fn linear<E: Float>(
     };
     matmul((m, n, k), View::rows(x, k), View::rows(w, n), y, output);
 }
-
-/// Rows of the output one task of [`linear`]'s starting pass fills.
-const ROWS_PER_TASK: usize = 256;
 
 /// What the product is accumulated onto: `onto + bias`, `onto`, or `bias` in every row.
 fn start_rows<E: Float>(

@@ -99,11 +99,12 @@ impl<B: CpuBackend, C: CheckpointStrategy> LinearOps for Autodiff<B, C> {
         residual: Optional<Self>,
     ) -> FloatTensor<Self> {
         // Parents `[x, w]`, then the bias and the residual where present.
+        let (bias, residual) = (bias.into_option(), residual.into_option());
         let has = LinearBackward {
-            bias: matches!(bias, Optional::Present(_)),
-            residual: matches!(residual, Optional::Present(_)),
+            bias: bias.is_some(),
+            residual: residual.is_some(),
         };
-        match (bias.into_option(), residual.into_option()) {
+        match (bias, residual) {
             (None, None) => record::<B, C, _, 2>([x, w], has, forward::<B, 2>(has)),
             (Some(b), None) => record::<B, C, _, 3>([x, w, b], has, forward::<B, 3>(has)),
             (None, Some(r)) => record::<B, C, _, 3>([x, w, r], has, forward::<B, 3>(has)),
