@@ -387,14 +387,18 @@ const DEPTH_CHUNK: usize = 1024;
 /// one where the wide products ran 1.6-1.9x. Cut along the depth it ran 1.3x faster than before
 /// on two cores, the medium preset's `256 × 2048 × 1024` 1.07x (`cargo bench --bench
 /// matmul_engines`, BENCHMARKS.md). The cut depends on the shape alone, never on the thread
-/// count, so a product sums in the same order on any machine. The BLAS engines keep their own
+/// count, so a product sums in the same order on any machine. The count is a power of two, so
+/// that the parts share out evenly over two (or four, ...) threads: GPT-2's `256 × 3072 × 768`
+/// products at batch 4 x context 64 were cut in three, one thread computed two parts while the
+/// other waited, and two parts ran them 1.2-1.35x faster. The BLAS engines keep their own
 /// split ([`Block::split`]): the processors that prefer them (AMD Zen) were not at hand to
 /// measure a cut there.
 fn depth_chunks((m, n, k): (usize, usize, usize)) -> usize {
     if m * n * k < PARALLEL_MIN_MACS || k < 2 * m.max(n) {
         return 1;
     }
-    (k / DEPTH_CHUNK).max(1)
+    let chunks = (k / DEPTH_CHUNK).max(1);
+    1 << chunks.ilog2()
 }
 
 /// The product on the gemm crate on `threads` of rayon's threads, a deep one cut along its depth
@@ -641,11 +645,14 @@ mod tests {
 
     #[test]
     fn deep_narrow_products_are_cut_along_their_depth_and_sum_the_same_on_any_thread_count() {
-        // The weight gradients of the small and medium presets are cut; GPT-2's widening layers,
-        // the forward products and small products are not.
+        // The weight gradients of the small and medium presets are cut, in a power of two of
+        // parts; GPT-2's widening layers, the forward products and small products are not.
         assert_eq!(depth_chunks((128, 384, 2048)), 2);
         assert_eq!(depth_chunks((256, 1024, 2048)), 2);
         assert_eq!(depth_chunks((20, 30, 4500)), 4);
+        // Powers of two: GPT-2's deepest products at 4 x 64 rows, its head's input gradient.
+        assert_eq!(depth_chunks((256, 768, 3072)), 2);
+        assert_eq!(depth_chunks((256, 768, 50304)), 32);
         assert_eq!(depth_chunks((768, 3072, 2048)), 1);
         assert_eq!(depth_chunks((2048, 768, 256)), 1);
         assert_eq!(depth_chunks((4, 4, 4096)), 1);
