@@ -615,8 +615,14 @@ mod tests {
     #[test]
     fn accumulate_adds_to_the_destination_and_transposed_views_read_in_place() {
         // Large enough to be split across threads (by rows, then by columns, then along the
-        // depth), with odd sizes.
-        for (m, n, k) in [(37, 45, 19), (301, 129, 67), (129, 301, 67), (40, 24, 3100)] {
+        // depth in two parts and in eight), with odd sizes.
+        for (m, n, k) in [
+            (37, 45, 19),
+            (301, 129, 67),
+            (129, 301, 67),
+            (40, 24, 3100),
+            (20, 30, 9000),
+        ] {
             let (a, b) = (values(m * k, 3.0), values(k * n, 4.0));
             // aᵀ stored as k × m, bᵀ as n × k.
             let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
@@ -650,6 +656,7 @@ mod tests {
         assert_eq!(depth_chunks((128, 384, 2048)), 2);
         assert_eq!(depth_chunks((256, 1024, 2048)), 2);
         assert_eq!(depth_chunks((20, 30, 4500)), 4);
+        assert_eq!(depth_chunks((20, 30, 9000)), 8);
         // Powers of two: GPT-2's deepest products at 4 x 64 rows, its head's input gradient.
         assert_eq!(depth_chunks((256, 768, 3072)), 2);
         assert_eq!(depth_chunks((256, 768, 50304)), 32);
@@ -657,7 +664,7 @@ mod tests {
         assert_eq!(depth_chunks((2048, 768, 256)), 1);
         assert_eq!(depth_chunks((4, 4, 4096)), 1);
         // A deep product, and a wide one (cut across its output), on the gemm crate.
-        for (m, n, k) in [(40, 24, 3100), (300, 257, 129)] {
+        for (m, n, k) in [(40, 24, 3100), (20, 30, 9000), (300, 257, 129)] {
             let (a, b) = (values(m * k, 5.0), values(k * n, 6.0));
             let on = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new()
