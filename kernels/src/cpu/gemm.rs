@@ -401,8 +401,67 @@ fn depth_chunks((m, n, k): (usize, usize, usize)) -> usize {
     1 << chunks.ilog2()
 }
 
-/// The product on the gemm crate on `threads` of rayon's threads, a deep one cut along its depth
-/// ([`depth_chunks`]).
+/// The most rows of a product [`through_transposes`] reorients.
+const SHORT_ROWS: usize = 256;
+/// The most values of `a` [`through_transposes`] copies (4 MiB in `f32`).
+const MOST_COPIED: usize = 1 << 20;
+
+/// Whether the gemm crate computes `a·b` faster as `(bᵀ·aᵀ)ᵀ` with `aᵀ` copied out first: for
+/// products of few rows, deep against their width, whose `b` is read transposed (a Linear
+/// layer's input gradient `dy·Wᵀ` at GPT-2's batch 4 x context 64: `256 × 2304 × 768` and
+/// `256 × 3072 × 768`). Read as they are, the gemm crate's packed left operand is `b`'s stored
+/// rows, which it packs by transposing them: those two products ran at 221-262 GFLOP/s where the
+/// same shapes with `b` untransposed ran at 289-345; through the copies (`aᵀ` and the output,
+/// small here) at 254-332. The rule leaves out what measured no better: 2048 rows (medium's
+/// `dy·Wᵀ` 343-373 GFLOP/s read in place, 218-248 through the copies), `256 × 768 × 3072` (not
+/// deep), and copies of `a` over [`MOST_COPIED`] (the untied GPT-2 head's `256 × 50304` gradient:
+/// 255-286 in place, 220-231 through a 51 MB copy). A throwaway `matmul_on` timer, medians of 11,
+/// interleaved runs; BENCHMARKS.md.
+fn through_transposes<E>((m, n, k): (usize, usize, usize), a: View<'_, E>, b: View<'_, E>) -> bool {
+    !a.transposed
+        && b.transposed
+        && m <= SHORT_ROWS
+        && k >= 2 * n
+        && m * k <= MOST_COPIED
+        && m * n * k >= PARALLEL_MIN_MACS
+}
+
+/// Side of the square tiles [`transpose_into`] copies, so that both its reads and its writes
+/// stay within a few cache lines per row.
+const TILE: usize = 64;
+
+/// `dst` (`cols × rows`, contiguous) `=` or `+=` the transpose of `src` (`rows × cols`, rows `ld`
+/// apart), in tiles, on rayon's threads. With [`Destination::Overwrite`] every element of `dst`
+/// is written and none read.
+fn transpose_into<E: Float>(
+    src: &[E],
+    (rows, cols, ld): (usize, usize, usize),
+    dst: &mut [MaybeUninit<E>],
+    into: Destination,
+) {
+    assert_eq!(dst.len(), rows * cols);
+    dst.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(tile, out)| {
+            let c0 = tile * TILE;
+            for r0 in (0..rows).step_by(TILE) {
+                for (o, c) in out.chunks_exact_mut(rows).zip(c0..) {
+                    for (o, r) in o[r0..(r0 + TILE).min(rows)].iter_mut().zip(r0..) {
+                        let v = src[r * ld + c];
+                        o.write(match into {
+                            Destination::Overwrite => v,
+                            // SAFETY: `Accumulate` asks for an initialized `dst`.
+                            Destination::Accumulate => (unsafe { o.assume_init() }) + v,
+                        });
+                    }
+                }
+            }
+        });
+}
+
+/// The product on the gemm crate on `threads` of rayon's threads: a short deep one with a
+/// transposed `b` through transposed copies ([`through_transposes`]), a deep one cut along its
+/// depth ([`depth_chunks`]).
 fn gemm_crate_product<E: Float>(
     (m, n, k): (usize, usize, usize),
     a: View<'_, E>,
@@ -411,6 +470,28 @@ fn gemm_crate_product<E: Float>(
     into: Destination,
     threads: usize,
 ) {
+    if through_transposes((m, n, k), a, b) {
+        let mut a_t = Box::new_uninit_slice(k * m);
+        transpose_into(a.values, (m, k, a.ld), &mut a_t, Destination::Overwrite);
+        // SAFETY: `transpose_into` wrote every element (`Overwrite`).
+        let a_t = unsafe { a_t.assume_init() };
+        let mut c_t = Box::new_uninit_slice(n * m);
+        // `bᵀ` is `b`'s stored rows read as they are; `c_t = bᵀ·aᵀ`, `n × m`, not reoriented
+        // again (its left operand is not transposed).
+        let b_t = View::rows(b.values, b.ld);
+        gemm_crate_product(
+            (n, m, k),
+            b_t,
+            View::rows(&a_t, m),
+            &mut c_t,
+            Destination::Overwrite,
+            threads,
+        );
+        // SAFETY: the product wrote every element (`Overwrite`).
+        let c_t = unsafe { c_t.assume_init() };
+        transpose_into(&c_t, (n, m, m), c, into);
+        return;
+    }
     let chunks = depth_chunks((m, n, k));
     if chunks > 1 {
         // The first part into `c` itself, the others into scratch outputs, added to `c` in
@@ -644,6 +725,60 @@ mod tests {
                     // SAFETY: initialized above.
                     let c = unsafe { c.assume_init() };
                     assert!((c - (w + i as f64)).abs() < 1e-9, "{engine:?} element {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_deep_products_with_b_transposed_go_through_transposed_copies() {
+        let picks = |(m, n, k): (usize, usize, usize), b_transposed: bool| {
+            let empty: &[f64] = &[];
+            let b = View {
+                values: empty,
+                ld: if b_transposed { k } else { n },
+                transposed: b_transposed,
+            };
+            through_transposes((m, n, k), View::rows(empty, k), b)
+        };
+        // GPT-2's input gradients at 4 x 64 rows; not 2048 rows, not an untransposed `b`, not the
+        // untied head's 51 MB `a`, not a product as wide as it is deep.
+        assert!(picks((256, 768, 2304), true));
+        assert!(picks((256, 768, 3072), true));
+        assert!(!picks((2048, 768, 2304), true));
+        assert!(!picks((256, 768, 2304), false));
+        assert!(!picks((256, 768, 50304), true));
+        assert!(!picks((256, 3072, 768), true));
+        // Odd sizes crossing the copies' 64-wide tiles, `a`'s rows wider apart than its columns,
+        // one product also cut along its depth; both destinations against the plain loops.
+        for (m, n, k) in [(37, 20, 900), (200, 65, 2100), (130, 70, 3000)] {
+            let ld = k + 3;
+            let (a, b) = (values(m * k, 7.0), values(k * n, 8.0));
+            let mut a_wide = vec![f64::NAN; m * ld];
+            for (wide, row) in a_wide.chunks_exact_mut(ld).zip(a.chunks_exact(k)) {
+                wide[..k].copy_from_slice(row);
+            }
+            // bᵀ stored as n × k.
+            let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let (av, bv) = (View::rows(&a_wide, ld), View::transposed(&bt, k));
+            assert!(through_transposes((m, n, k), av, bv), "{m}x{n}x{k}");
+            let want = reference((m, n, k), &a, &b);
+            for into in [Destination::Overwrite, Destination::Accumulate] {
+                let mut c: Vec<MaybeUninit<f64>> =
+                    (0..m * n).map(|i| MaybeUninit::new(i as f64)).collect();
+                matmul_on(Engine::GemmCrate, (m, n, k), av, bv, &mut c, into);
+                let before = |i: usize| match into {
+                    Destination::Overwrite => 0.0,
+                    Destination::Accumulate => i as f64,
+                };
+                for (i, (c, w)) in c.iter().zip(&want).enumerate() {
+                    // SAFETY: initialized above.
+                    let c = unsafe { c.assume_init() };
+                    let err = (c - (w + before(i))).abs();
+                    assert!(
+                        err < 1e-9,
+                        "{m}x{n}x{k} {into:?} element {i}: off by {err:e}"
+                    );
                 }
             }
         }
