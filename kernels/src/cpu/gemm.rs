@@ -495,8 +495,10 @@ fn gemm_crate_product<E: Float>(
     let chunks = depth_chunks((m, n, k));
     if chunks > 1 {
         // The first part into `c` itself, the others into scratch outputs, added to `c` in
-        // order once all are done. A part is less than twice [`DEPTH_CHUNK`] deep, so it is not
-        // cut again.
+        // order once all are done. Each part is one call: less than twice [`DEPTH_CHUNK`] deep,
+        // it would not be cut again, and [`through_transposes`] was decided for the whole
+        // product (a part of the untied head's gradient is short and deep enough for copies the
+        // whole was measured slower with).
         let size = k.div_ceil(chunks);
         let threads_per_part = (threads / chunks).max(1);
         let mut partials: Vec<Box<[MaybeUninit<E>]>> =
@@ -510,7 +512,7 @@ fn gemm_crate_product<E: Float>(
         parts.into_par_iter().for_each(|(p0, (out, into))| {
             let depth = size.min(k - p0);
             let (a, b) = (a.at(0, p0), b.at(p0, 0));
-            gemm_crate_product((m, n, depth), a, b, out, into, threads_per_part);
+            gemm_crate_call((m, n, depth), a, b, out, into, threads_per_part);
         });
         // SAFETY: each product above wrote every element of its output (`Overwrite`) or added to
         // the caller's initialized `c` (`Accumulate`), so all of them hold initialized values, and
@@ -532,6 +534,18 @@ fn gemm_crate_product<E: Float>(
             });
         return;
     }
+    gemm_crate_call((m, n, k), a, b, c, into, threads);
+}
+
+/// One call of the gemm crate's kernels for the whole product, on `threads` of rayon's threads.
+fn gemm_crate_call<E: Float>(
+    (m, n, k): (usize, usize, usize),
+    a: View<'_, E>,
+    b: View<'_, E>,
+    c: &mut [MaybeUninit<E>],
+    into: Destination,
+    threads: usize,
+) {
     let parallelism = match threads {
         0 | 1 => Parallelism::None,
         threads => Parallelism::Rayon(threads),
