@@ -148,6 +148,18 @@ impl<'a, E: Float> Head<'a, E> {
     }
 }
 
+/// `row[j] = e^{row[j] - shift}` for the `seen` visible keys and 0 for the masked ones after
+/// them. The whole row is exponentiated and the masked entries zeroed afterwards: a row's
+/// visible length differs from row to row on the diagonal block, and a loop over just those
+/// ended in a scalar remainder of up to 15 `exp`s per row.
+#[inline(always)]
+fn exp_visible<E: Float>(row: &mut [E], shift: E, seen: usize) {
+    for (j, v) in row.iter_mut().enumerate() {
+        let e = (*v - shift).exp();
+        *v = if j < seen { e } else { E::ZERO };
+    }
+}
+
 /// The key blocks query block `(r0, n)` sees: `(j0, nk)`, up to its last query's position.
 #[inline(always)]
 fn key_blocks(past: usize, r0: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -204,20 +216,16 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
                                 for r in 0..n {
                                     let row = &mut scores[r * nk..(r + 1) * nk];
                                     let seen = at.visible(r0 + r, j0, nk);
-                                    row[seen..].fill(E::ZERO);
                                     if seen == 0 {
+                                        row.fill(E::ZERO);
                                         continue;
                                     }
                                     // The running softmax: rescale what the earlier blocks
                                     // added by e^{old max - new max}.
                                     let new_max = m[r].max(max(&row[..seen]));
                                     let rescale = (m[r] - new_max).exp();
-                                    // Two loops, not one with a running sum: a sum in
-                                    // program order would keep `exp` from vectorizing.
-                                    for v in &mut row[..seen] {
-                                        *v = (*v - new_max).exp();
-                                    }
-                                    l[r] = l[r] * rescale + sum(&row[..seen]);
+                                    exp_visible(row, new_max, seen);
+                                    l[r] = l[r] * rescale + sum(row);
                                     m[r] = new_max;
                                     acc[r * hd..(r + 1) * hd]
                                         .iter_mut()
@@ -312,10 +320,7 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                 for r in 0..n {
                                     let row = &mut p[r * nk..(r + 1) * nk];
                                     let seen = at.visible(r0 + r, j0, nk);
-                                    for v in &mut row[..seen] {
-                                        *v = (*v - lse[r0 + r]).exp();
-                                    }
-                                    row[seen..].fill(E::ZERO);
+                                    exp_visible(row, lse[r0 + r], seen);
                                 }
                                 // dV += Pᵀ·dY
                                 let p_t = Lhs::Columns(&p, nk);
