@@ -241,10 +241,11 @@ fn rows_block<E: Float, const R: usize, const C: usize>(
 
 /// Rows `i..i + R` of `a` times the first `16·C` columns of `b`: the tile's accumulators.
 ///
-/// The loop reads `b`'s rows and `a`'s columns through pointers, their bounds checked once
-/// here for the whole tile: with a check per row of `b` and per element of `a` (a compare and
-/// a branch each, about 15 instructions around 8 multiply-adds a step) attention ran 5-9%
-/// slower on AVX-512 and 10-15% slower on AVX2 (`cargo bench --bench cpu -- attention`).
+/// The loop reads `a` and `b` through pointers, their bounds checked once here for the whole
+/// tile: with a check per row of `b` and per element of `a` (a compare and a branch each, up to
+/// 15 instructions around 8 multiply-adds a step) attention ran 5-9% slower on AVX-512 and
+/// 10-15% slower on AVX2 (a timer of `causal_attention` and its backward at the small and
+/// medium presets' shapes, medians of 15).
 #[inline(always)]
 fn tile<E: Float, const R: usize, const C: usize>(
     i: usize,
@@ -263,11 +264,13 @@ fn tile<E: Float, const R: usize, const C: usize>(
     let b_row = |p: usize| unsafe { &*b.as_ptr().add(p * ldb).cast::<[[E; LANES]; C]>() };
     match a {
         Lhs::Rows(values, ld) => {
-            // Each `k` long, so that `rows[r][p]` for `p < k` needs no check.
-            let rows: [&[E]; R] = std::array::from_fn(|r| &values[(i + r) * ld..][..k]);
-            #[allow(clippy::needless_range_loop)] // `p` indexes the R rows at once, and `b`
+            assert!(values.len() >= (i + R - 1) * ld + k);
+            let a = values.as_ptr();
             for p in 0..k {
-                multiply_add(&mut acc, std::array::from_fn(|r| rows[r][p]), b_row(p));
+                // SAFETY: for `r < R` and `p < k`, `(i + r)·ld + p < (i + R - 1)·ld + k <=
+                // values.len()` (asserted above).
+                let column = std::array::from_fn(|r| unsafe { *a.add((i + r) * ld + p) });
+                multiply_add(&mut acc, column, b_row(p));
             }
         }
         Lhs::Columns(values, ld) => {
