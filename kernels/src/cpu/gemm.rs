@@ -590,6 +590,13 @@ mod tests {
         (0..n).map(|i| ((i as f64 + seed) * 0.61).sin()).collect()
     }
 
+    /// The transpose of the row-major `rows × cols` matrix `x`, stored `cols × rows`.
+    fn transpose(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+        (0..rows * cols)
+            .map(|i| x[(i % rows) * cols + i / rows])
+            .collect()
+    }
+
     /// `a·b` in plain loops.
     fn reference((m, n, k): (usize, usize, usize), a: &[f64], b: &[f64]) -> Vec<f64> {
         let mut c = vec![0.0; m * n];
@@ -720,8 +727,7 @@ mod tests {
         ] {
             let (a, b) = (values(m * k, 3.0), values(k * n, 4.0));
             // aᵀ stored as k × m, bᵀ as n × k.
-            let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-            let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let (at, bt) = (transpose(&a, m, k), transpose(&b, k, n));
             let want = reference((m, n, k), &a, &b);
             for engine in engines() {
                 let mut c: Vec<MaybeUninit<f64>> =
@@ -773,7 +779,7 @@ mod tests {
                 wide[..k].copy_from_slice(row);
             }
             // bᵀ stored as n × k.
-            let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let bt = transpose(&b, k, n);
             let (av, bv) = (View::rows(&a_wide, ld), View::transposed(&bt, k));
             assert!(through_transposes((m, n, k), av, bv), "{m}x{n}x{k}");
             let want = reference((m, n, k), &a, &b);
