@@ -46,10 +46,14 @@ fn counters_are_exact_for_a_known_sequence() {
     assert_eq!((s.allocs, s.frees, s.reallocs), (2, 2, 2));
 }
 
+/// A scope for the tests below, whose planted leaks are 64 KiB and more. Its tolerance is above
+/// what other threads of the test process can allocate during a step (the counters are
+/// process-wide): on flex, under the load of a concurrent build, a step that kept nothing
+/// counted 9,261 bytes twice, with 4 KiB of tolerance.
 fn scope(policy: LeakPolicy) -> MemoryScope {
     let config = MemorySection {
         warmup_steps: 3,
-        tolerance_bytes: 4096,
+        tolerance_bytes: 16 * 1024,
         leak_policy: policy,
         trim_every: 0,
     };
