@@ -149,9 +149,11 @@ impl<'a, E: Float> Head<'a, E> {
 }
 
 /// `row[j] = e^{row[j] - shift}` for the `seen` visible keys and 0 for the masked ones after
-/// them. The whole row is exponentiated and the masked entries zeroed afterwards: a row's
-/// visible length differs from row to row on the diagonal block, and a loop over just those
-/// ended in a scalar remainder of up to 15 `exp`s per row.
+/// them, in one loop over the whole row (the masked entries' exponentials computed and dropped;
+/// `exp` clamps its input, so they are finite). Over just the visible keys, whose number differs
+/// from row to row on the diagonal block, each row ended in a narrower and a scalar remainder of
+/// up to 15 `exp`s, and the zeroing was a `memset` call per row. The row's sum is unchanged: the
+/// zeros add exactly in the lanes where the remainder went.
 #[inline(always)]
 fn exp_visible<E: Float>(row: &mut [E], shift: E, seen: usize) {
     for (j, v) in row.iter_mut().enumerate() {
