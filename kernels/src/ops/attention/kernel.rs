@@ -29,15 +29,21 @@ use crate::cpu::Float;
 use crate::cpu::simd::vectorized;
 use crate::cpu::vector::{Lhs, Sink, dot, max, put_all, small_matmul, sum};
 
-/// Keys per block: a block's scores, `QUERIES × BLOCK`, and its operands stay in cache.
+/// Keys per block: a block's scores, `queries × BLOCK`, and its operands stay in cache.
 const BLOCK: usize = 64;
 
-/// Queries per block. Fewer than [`BLOCK`]: the block on the diagonal is computed whole and
-/// masked, so its wasted upper triangle shrinks with the query block (at context 64, blocks of
-/// 32 queries do 75% of one 64-query block's products; the causal half is 51%). Measured
-/// (`cargo bench --bench cpu -- attention`, AVX2): 32 makes context 64 25-40% faster than 64
-/// did and leaves context 256 as it was; 16 gained no more at 64 and lost a little at 256.
-const QUERIES: usize = 32;
+/// Queries per block, from the head size alone (so that the sums, which the backward takes a
+/// query block at a time, are the same on every instruction set). Fewer than [`BLOCK`]: the
+/// block on the diagonal is computed whole and masked, so its wasted upper triangle shrinks with
+/// the query block (at context 64, blocks of 32 queries do 75% of one 64-query block's products,
+/// blocks of 16 63%; the causal half is 51%). Measured (a timer of `causal_attention` and its
+/// backward, 3 interleaved rounds): 32 made context 64 25-40% faster than 64 on AVX2; with the
+/// register tiles' bounds checks gone, 16 is faster again at head sizes 16 and 32 (the tiny,
+/// small and medium presets: forward and backward 2-15% on AVX2, 1-6% on AVX-512) but 3-6%
+/// slower at GPT-2's 64 on AVX-512, which keeps 32.
+fn queries_per_block(head_dim: usize) -> usize {
+    if head_dim <= 32 { 16 } else { 32 }
+}
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,10 +200,11 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
             vectorized(
                 #[inline(always)]
                 || {
-                    let mut qs = vec![E::ZERO; QUERIES * hd];
-                    let mut scores = vec![E::ZERO; QUERIES * BLOCK];
-                    let mut acc = vec![E::ZERO; QUERIES * hd];
-                    let (mut m, mut l) = (vec![E::ZERO; QUERIES], vec![E::ZERO; QUERIES]);
+                    let queries = queries_per_block(hd);
+                    let mut qs = vec![E::ZERO; queries * hd];
+                    let mut scores = vec![E::ZERO; queries * BLOCK];
+                    let mut acc = vec![E::ZERO; queries * hd];
+                    let (mut m, mut l) = (vec![E::ZERO; queries], vec![E::ZERO; queries]);
                     let mut keys_t = vec![E::ZERO; hd * t];
                     for head in 0..h {
                         Head::transpose(qkv, shape, head, Part::Keys, &mut keys_t);
@@ -207,8 +214,8 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
                             head,
                             keys_t: &keys_t,
                         };
-                        for r0 in (0..tq).step_by(QUERIES) {
-                            let n = QUERIES.min(tq - r0);
+                        for r0 in (0..tq).step_by(queries) {
+                            let n = queries.min(tq - r0);
                             at.scaled_queries(r0, n, &mut qs);
                             acc[..n * hd].fill(E::ZERO);
                             m[..n].fill(E::NEG_INFINITY);
@@ -283,12 +290,13 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
             vectorized(
                 #[inline(always)]
                 || {
-                    let mut qs = vec![E::ZERO; QUERIES * hd];
+                    let queries = queries_per_block(hd);
+                    let mut qs = vec![E::ZERO; queries * hd];
                     let (mut p, mut ds) = (
-                        vec![E::ZERO; QUERIES * BLOCK],
-                        vec![E::ZERO; QUERIES * BLOCK],
+                        vec![E::ZERO; queries * BLOCK],
+                        vec![E::ZERO; queries * BLOCK],
                     );
-                    let mut dq = vec![E::ZERO; QUERIES * hd];
+                    let mut dq = vec![E::ZERO; queries * hd];
                     let (mut dk, mut dv) = (vec![E::ZERO; t * hd], vec![E::ZERO; t * hd]);
                     let (mut keys_t, mut values_t) = (vec![E::ZERO; hd * t], vec![E::ZERO; hd * t]);
                     let mut big_d = vec![E::ZERO; tq];
@@ -312,8 +320,8 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                         }
                         dk.fill(E::ZERO);
                         dv.fill(E::ZERO);
-                        for r0 in (0..tq).step_by(QUERIES) {
-                            let n = QUERIES.min(tq - r0);
+                        for r0 in (0..tq).step_by(queries) {
+                            let n = queries.min(tq - r0);
                             at.scaled_queries(r0, n, &mut qs);
                             dq[..n * hd].fill(E::ZERO);
                             let dy_block = &dy[r0 * d + head * hd..];
