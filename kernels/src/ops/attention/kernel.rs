@@ -233,6 +233,8 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
                                     // added by e^{old max - new max}.
                                     let new_max = m[r].max(max(&row[..seen]));
                                     let rescale = (m[r] - new_max).exp();
+                                    // Two loops, not one with a running sum: a sum in
+                                    // program order would keep `exp` from vectorizing.
                                     exp_visible(row, new_max, seen);
                                     l[r] = l[r] * rescale + sum(row);
                                     m[r] = new_max;
