@@ -54,6 +54,9 @@ def write_tokens(path, count, rng):
 
 
 def main():
+    if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+        sys.exit("usage: python3 benches/llmc_inputs.py LLM_C_DIR (llm.c's checkout, an existing "
+                 "folder)")
     root = sys.argv[1]
     rng = np.random.default_rng(0)
     write_checkpoint(os.path.join(root, "gpt2_124M.bin"), rng)
