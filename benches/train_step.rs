@@ -112,7 +112,7 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(name("gelu_32x64x512"), |bench| {
                 bench.iter(|| {
                     forward_backward(&h, |x| {
-                        on_path(&|| ops::gelu(x.clone(), Approximation::None))
+                        on_path(&|| ops::gelu(x.clone(), None, Approximation::None))
                     })
                 })
             });

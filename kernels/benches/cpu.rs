@@ -48,11 +48,37 @@ fn kernels(c: &mut Criterion) {
     ] {
         group.throughput(Throughput::Bytes((x.len() * 8) as u64));
         group.bench_function(format!("{name}_32x64x512"), |bench| {
-            bench.iter(|| cpu::gelu(black_box(&x), &mut y, approximation))
+            bench.iter(|| cpu::gelu(black_box(&x), None, &mut y, approximation))
         });
         group.throughput(Throughput::Bytes((x.len() * 12) as u64));
         group.bench_function(format!("{name}_backward_32x64x512"), |bench| {
-            bench.iter(|| cpu::gelu_backward(black_box(&x), &x, &mut y, approximation))
+            bench.iter(|| cpu::gelu_backward(black_box(&x), None, &x, &mut y, None, approximation))
+        });
+    }
+    // With the MLP's first bias added in the pass (forward), and its gradient summed (backward).
+    let bias = values(4 * d);
+    let mut db = vec![std::mem::MaybeUninit::new(0.0); 4 * d];
+    for (name, approximation) in [
+        ("gelu", Approximation::None),
+        ("gelu_tanh", Approximation::Tanh),
+    ] {
+        group.throughput(Throughput::Bytes((x.len() * 8) as u64));
+        group.bench_function(format!("{name}_bias_32x64x512"), |bench| {
+            bench.iter(|| cpu::gelu(black_box(&x), Some(&bias), &mut y, approximation))
+        });
+        group.throughput(Throughput::Bytes((x.len() * 12) as u64));
+        group.bench_function(format!("{name}_bias_backward_32x64x512"), |bench| {
+            bench.iter(|| {
+                let bias = Some(&bias[..]);
+                cpu::gelu_backward(
+                    black_box(&x),
+                    bias,
+                    &x,
+                    &mut y,
+                    Some(&mut db),
+                    approximation,
+                )
+            })
         });
     }
 

@@ -193,19 +193,27 @@ fn check(name: &str, op: Op, inputs: Vec<Vec<f64>>) {
 #[test]
 fn gelu_matches_composed_and_finite_differences() {
     // A toy shape, and one of 27,300 elements: two parallel tasks and a tail of the 64-element
-    // blocks.
+    // blocks. With a bias (the MLP's first one, added in GELU's pass) the tasks are whole rows:
+    // 126 rows of 130 in the first, and the rest.
     for approximation in [Approximation::None, Approximation::Tanh] {
         for shape in [[2, 3, 8], [3, 70, 130]] {
-            let n = shape.iter().product();
-            let op: Op = Box::new(move |x| {
-                ops::gelu(x[0].clone().reshape(shape), approximation).reshape([-1])
-            });
-            // Wide inputs, to reach both tails of Φ.
-            check(
-                &format!("gelu {approximation:?}"),
-                op,
-                vec![values(n, 1, 6.0)],
-            );
+            for with_bias in [false, true] {
+                let n = shape.iter().product();
+                let op: Op = Box::new(move |x| {
+                    let bias = with_bias.then(|| x[1].clone());
+                    ops::gelu(x[0].clone().reshape(shape), bias, approximation).reshape([-1])
+                });
+                // Wide inputs, to reach both tails of Φ.
+                let mut inputs = vec![values(n, 1, 6.0)];
+                if with_bias {
+                    inputs.push(values(shape[2], 2, 1.0));
+                }
+                check(
+                    &format!("gelu {approximation:?} (bias {with_bias})"),
+                    op,
+                    inputs,
+                );
+            }
         }
     }
 }

@@ -1,12 +1,12 @@
 //! One transformer block: pre-LayerNorm attention and MLP, each added to the residual stream.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use ember_kernels::ops;
 
 use crate::attention::LayerCache;
-use crate::layers::{layer_norm, linear, project_onto};
+use crate::layers::{layer_norm, project_onto};
 use crate::{Activation, CausalSelfAttention};
 
 /// The 4x feed-forward network with GELU (exact, as `nn.GELU()` in PyTorch, or GPT-2's tanh
@@ -25,7 +25,11 @@ impl Mlp {
     /// `residual + mlp(x)`: `x` `[b, t, d]` → `[b, t, 4d]` → `[b, t, d]`, added onto the
     /// residual stream.
     pub fn forward(&self, residual: Tensor<3>, x: Tensor<3>) -> Tensor<3> {
-        let hidden = ops::gelu(linear(&self.fc, x), self.activation.approximation());
+        // `fc`'s bias is added by GELU, in the pass that reads the product anyway, rather than
+        // laid down by the Linear kernel in a pass of its own for the product to accumulate onto.
+        let product = ops::linear(x, self.fc.weight.val(), None);
+        let bias = self.fc.bias.as_ref().map(Param::val);
+        let hidden = ops::gelu(product, bias, self.activation.approximation());
         project_onto(residual, &self.proj, hidden, self.dropout)
     }
 }

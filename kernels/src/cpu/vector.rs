@@ -40,6 +40,20 @@ pub fn put_all<E: Float, O: Sink<E>>(out: &mut [O], values: &[E]) {
     }
 }
 
+/// `out = Σ parts` element by element, the parts added in their order from zero: column sums
+/// made by parallel tasks, combined the same way whatever the thread count.
+pub fn sum_parts<E: Float>(parts: &[Vec<E>], out: &mut [MaybeUninit<E>]) {
+    let mut total = vec![E::ZERO; out.len()];
+    for part in parts {
+        for (t, &p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    for (o, t) in out.iter_mut().zip(total) {
+        o.write(t);
+    }
+}
+
 const LANES: usize = 16;
 
 /// Adds the lanes pairwise, always in the same order.
@@ -322,7 +336,7 @@ fn store<E: Float, const R: usize, const C: usize>(
 
 /// Elements per step of [`map`] and [`map2`]: four AVX-512 registers of `f32`, so that four
 /// independent chains of a long formula (a polynomial, an `exp`) are in flight at once.
-const BLOCK: usize = 4 * LANES;
+pub const BLOCK: usize = 4 * LANES;
 
 /// `y_i = f(x_i)`.
 #[inline(always)]

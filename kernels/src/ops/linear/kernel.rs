@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{Destination, View, matmul};
+use crate::cpu::vector::sum_parts;
 use crate::cpu::{Float, rows_per_task};
 
 /// `y` (`m × n`) `= onto + x·w + bias` for `x` `m × k`, `w` `k × n`, and `onto` (the residual
@@ -115,8 +116,6 @@ pub fn linear_backward<E: Float>(
                 sum
             })
             .collect();
-        for (c, d) in db.iter_mut().enumerate() {
-            d.write(partial.iter().fold(E::ZERO, |sum, p| sum + p[c]));
-        }
+        sum_parts(&partial, db);
     }
 }
