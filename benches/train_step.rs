@@ -104,7 +104,7 @@ fn kernels(c: &mut Criterion) {
             group.bench_function(name("attention_32x64x384"), |bench| {
                 bench.iter(|| {
                     forward_backward(&qkv, |x| {
-                        on_path(&|| ops::causal_attention(x.clone(), 4, 0, 0.0))
+                        on_path(&|| ops::causal_attention(x.clone(), None, 4, 0, 0.0))
                     })
                 })
             });

@@ -112,22 +112,31 @@ fn kernels(c: &mut Criterion) {
                 d_model: d,
             },
         );
-        let qkv = values(rows * 3 * d);
-        let (mut y, mut lse, mut dqkv) = (
+        // With `qkv`'s bias, as the model calls it.
+        let (projection, bias) = (values(rows * 3 * d), values(3 * d));
+        let qkv = cpu::Qkv {
+            values: &projection,
+            bias: Some(&bias),
+        };
+        let (mut y, mut lse, mut dqkv, mut db) = (
             vec![0.0; rows * d],
             vec![0.0; b * h * t],
-            vec![0.0; qkv.len()],
+            vec![0.0; projection.len()],
+            vec![MaybeUninit::new(0.0); 3 * d],
         );
         // Multiply-adds actually needed: the causal half of two T x T x hd products per head.
         let flops = |products: usize| (products * b * h * t * (t + 1) / 2 * (d / h) * 2) as u64;
         group.throughput(Throughput::Elements(flops(2)));
         group.bench_function(format!("attention_{b}x{t}x{}", 3 * d), |bench| {
-            bench.iter(|| cpu::causal_attention(&qkv, shape, &mut y, &mut lse))
+            bench.iter(|| cpu::causal_attention(qkv, shape, &mut y, &mut lse))
         });
         let dy = values(rows * d);
         group.throughput(Throughput::Elements(flops(5)));
         group.bench_function(format!("attention_backward_{b}x{t}x{}", 3 * d), |bench| {
-            bench.iter(|| cpu::causal_attention_backward(&qkv, &y, &lse, &dy, shape, &mut dqkv))
+            bench.iter(|| {
+                let db = Some(db.as_mut_slice());
+                cpu::causal_attention_backward(qkv, (&y, &lse), &dy, shape, &mut dqkv, db)
+            })
         });
     }
 

@@ -287,12 +287,17 @@ fn causal_attention_matches_composed_and_finite_differences() {
     for (b, t, h, hd) in shapes {
         let d = h * hd;
         // past = 0 is training; past > 0 is decoding after cached positions.
-        for past in [0, 2.min(t - 1)] {
+        for (past, with_bias) in [(0, true), (0, false), (2.min(t - 1), true)] {
             let op: Op = Box::new(move |x| {
-                ops::causal_attention(x[0].clone().reshape([b, t, 3 * d]), h, past, 0.0)
-                    .reshape([-1])
+                let qkv = x[0].clone().reshape([b, t, 3 * d]);
+                let bias = with_bias.then(|| x[1].clone());
+                ops::causal_attention(qkv, bias, h, past, 0.0).reshape([-1])
             });
-            check("causal_attention", op, vec![values(b * t * 3 * d, 8, 1.5)]);
+            let mut inputs = vec![values(b * t * 3 * d, 8, 1.5)];
+            if with_bias {
+                inputs.push(values(3 * d, 10, 1.0));
+            }
+            check("causal_attention", op, inputs);
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Causal multi-head self-attention with a fused query/key/value projection, as nanoGPT's
 //! `CausalSelfAttention`.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use ember_kernels::ops;
 
-use crate::layers::{linear, project_onto};
+use crate::layers::project_onto;
 
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention {
@@ -20,8 +20,8 @@ pub struct CausalSelfAttention {
     pub dropout: f64,
 }
 
-/// The `qkv` projections `[batch, positions, 3d]` of the positions one attention layer has
-/// already seen, so that a new token attends to their keys and values without recomputing them.
+/// The `qkv` projections `[batch, positions, 3d]` (without their bias, which attention adds) of
+/// the positions one attention layer has already seen, so that a new token attends to their keys and values without recomputing them.
 pub type LayerCache = Option<Tensor<3>>;
 
 impl CausalSelfAttention {
@@ -34,9 +34,13 @@ impl CausalSelfAttention {
         x: Tensor<3>,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
-        let qkv = linear(&self.qkv, x); // [b, t, 3d]
+        // `qkv`'s bias is added by attention, where it copies what it reads anyway, rather than
+        // laid down by the Linear kernel in a pass of its own for the product to accumulate onto.
+        let qkv = ops::linear(x, self.qkv.weight.val(), None); // [b, t, 3d]
+        let bias = self.qkv.bias.as_ref().map(Param::val);
+        let (h, p) = (self.n_head, self.dropout);
         let y = match cache {
-            None => ops::causal_attention(qkv, self.n_head, 0, self.dropout), // [b, t, d]
+            None => ops::causal_attention(qkv, bias, h, 0, p), // [b, t, d]
             Some(cache) => {
                 let (all, past) = match cache.take() {
                     Some(earlier) => {
@@ -46,7 +50,7 @@ impl CausalSelfAttention {
                     None => (qkv, 0),
                 };
                 *cache = Some(all.clone());
-                ops::causal_attention(all, self.n_head, past, self.dropout) // [b, t, d]
+                ops::causal_attention(all, bias, h, past, p) // [b, t, d]
             }
         };
         project_onto(residual, &self.proj, y, self.dropout)

@@ -22,7 +22,7 @@ pub use subnormals::flush_subnormals_on_this_thread;
 
 pub use crate::ops::adamw::kernel::{AdamWStep, adamw};
 pub use crate::ops::attention::kernel::{
-    AttentionShape, causal_attention, causal_attention_backward,
+    AttentionShape, Qkv, causal_attention, causal_attention_backward,
 };
 pub use crate::ops::cross_entropy::kernel::{cross_entropy, cross_entropy_backward};
 pub use crate::ops::embedding::kernel::{embedding, embedding_backward};

@@ -1,7 +1,7 @@
 //! Causal multi-head self-attention straight from the fused projection `qkv` `[B, T, 3d]`
-//! (each position's `q | k | v`, head `h` at columns `h·hd..(h+1)·hd` of each) to the merged
-//! heads `y` `[B, T', d]`: no head split or merge copies, no mask tensor, and no key block
-//! entirely in the future is touched. The queries are the last `T' = T - past` positions (all of
+//! (each position's `q | k | v`, head `h` at columns `h·hd..(h+1)·hd` of each) and its bias
+//! `[3d]` to the merged heads `y` `[B, T', d]`: no head split or merge copies, no mask tensor,
+//! and no key block entirely in the future is touched. The queries are the last `T' = T - past` positions (all of
 //! them in training; the new ones when generation keeps the earlier positions' `qkv` as its
 //! cache).
 //!
@@ -17,17 +17,28 @@
 //! D_i = dy_i·y_i    dP_ij = dy_i·v_j    dS_ij = P_ij (dP_ij - D_i)
 //! dq_i = s Σ_j dS_ij k_j    dk_j = s Σ_i dS_ij q_i    dv_j = Σ_i P_ij dy_i
 //! ```
+//! The projection's bias is added here, where attention copies what it reads anyway (the scaled
+//! queries, the transposed keys and values), rather than by the projection in a pass over all of
+//! `qkv`; its gradient is summed from the per-head gradients while they are in cache, rather than
+//! in a pass over `dqkv`. Where a product reads `qkv` in place the bias enters by algebra: the
+//! values' bias adds to `y` unchanged (each row of `P` sums to 1), and the keys' bias adds
+//! `s·q_i·b_k` to every score of query `i`, which the softmax cancels, and `s·b_k Σ_j dS_ij = 0`
+//! to `dq_i`, which is left out.
+//!
 //! Each block's products (`S`, `P·V`, `dY·Vᵀ`, `dS·K`, `dSᵀ·Q`, `Pᵀ·dY`) are small matrix
 //! products ([`small_matmul`], register-blocked: at these sizes a library's per-call work costs
 //! more than the product) on the task's own thread; the tasks are the sequences of the batch,
 //! heads in turn, so every task writes its own rows of the outputs and every sum is taken in one
 //! fixed order.
 
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::cpu::Float;
 use crate::cpu::simd::vectorized;
-use crate::cpu::vector::{Lhs, Sink, dot, max, put_all, small_matmul, sum};
+use crate::cpu::vector::{Lhs, Sink, dot, max, put_all, small_matmul, sum, sum_parts};
 
 /// Keys per block: a block's scores, `queries × BLOCK`, and its operands stay in cache.
 const BLOCK: usize = 64;
@@ -68,21 +79,42 @@ impl AttentionShape {
         self.time - self.past
     }
 
-    /// Checks the lengths of `qkv`, `y` (or `dy`) and `lse` against the shape.
-    fn check<E>(&self, qkv: &[E], y: usize, lse: usize) {
+    /// Checks the lengths of `qkv`, its bias, `y` (or `dy`) and `lse` against the shape.
+    fn check<E>(&self, qkv: Qkv<'_, E>, y: usize, lse: usize) {
         let (b, t, tq, d) = (self.batch, self.time, self.queries(), self.d_model);
         assert!(self.past <= t && d.is_multiple_of(self.heads));
-        assert_eq!(qkv.len(), b * t * 3 * d);
+        assert_eq!(qkv.values.len(), b * t * 3 * d);
+        assert!(qkv.bias.is_none_or(|bias| bias.len() == 3 * d));
         assert_eq!(y, b * tq * d);
         assert_eq!(lse, b * self.heads * tq);
     }
 }
 
-/// One sequence and head: its queries, keys and values in the sequence's `qkv` `[T, 3d]`, and
-/// its keys transposed (`[hd, T]`, each position's a column), made once per head so that the
-/// score products read rows (the backward transposes the values too).
+/// What attention reads: the fused projection `qkv` `[B, T, 3d]` and, when the projection left
+/// its bias to attention, that bias `[3d]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Qkv<'a, E> {
+    pub values: &'a [E],
+    pub bias: Option<&'a [E]>,
+}
+
+impl<'a, E: Float> Qkv<'a, E> {
+    /// The bias, or `3d` zeros (adding them changes nothing) when there is none.
+    fn bias_or_zeros(&self, shape: AttentionShape) -> Cow<'a, [E]> {
+        match self.bias {
+            Some(bias) => Cow::Borrowed(bias),
+            None => Cow::Owned(vec![E::ZERO; 3 * shape.d_model]),
+        }
+    }
+}
+
+/// One sequence and head: its queries, keys and values in the sequence's `qkv` `[T, 3d]`, the
+/// bias of `qkv`'s columns, and its keys transposed with their bias (`[hd, T]`, each position's a
+/// column), made once per head so that the score products read rows (the backward transposes the
+/// values too).
 struct Head<'a, E> {
     qkv: &'a [E],
+    bias: &'a [E],
     shape: AttentionShape,
     head: usize,
     keys_t: &'a [E],
@@ -97,7 +129,8 @@ enum Part {
 }
 
 impl<'a, E: Float> Head<'a, E> {
-    /// Transposes `part` of head `head` of the sequence's `qkv` into `out` (`[hd, T]`).
+    /// Transposes `part` of head `head` of the sequence's `qkv`, plus its bias, into `out`
+    /// (`[hd, T]`).
     ///
     /// Never inlined, so that it is compiled for the baseline instruction set and not inside
     /// [`vectorized`]: there LLVM makes the strided reads AVX-512 or AVX2 gathers, which Intel's
@@ -105,16 +138,30 @@ impl<'a, E: Float> Head<'a, E> {
     /// Xeon with AVX-512 (`cargo bench --bench cpu -- attention`): the gathers were about a tenth
     /// of attention's backward at GPT-2's shape.
     #[inline(never)]
-    fn transpose(qkv: &[E], shape: AttentionShape, head: usize, part: Part, out: &mut [E]) {
+    fn transpose(
+        (qkv, bias): (&[E], &[E]),
+        shape: AttentionShape,
+        head: usize,
+        part: Part,
+        out: &mut [E],
+    ) {
         let (t, d, hd) = (shape.time, shape.d_model, shape.head_dim());
         let first = part as usize * d + head * hd;
         // Column by column: the reads are strided (and stay in cache, a head's rows being a few
         // KiB), the writes contiguous (a processor stores one value a cycle, loads two).
         for (c, column) in out[..hd * t].chunks_exact_mut(t).enumerate() {
+            let b = bias[first + c];
             for (o, row) in column.iter_mut().zip(qkv.chunks_exact(3 * d)) {
-                *o = row[first + c];
+                *o = row[first + c] + b;
             }
         }
+    }
+
+    /// Part `part` of the bias, this head's columns.
+    #[inline(always)]
+    fn bias(&self, part: Part) -> &'a [E] {
+        let hd = self.shape.head_dim();
+        &self.bias[part as usize * self.shape.d_model + self.head * hd..][..hd]
     }
 
     /// `part`'s rows from position `j0`, `3d` apart.
@@ -124,16 +171,20 @@ impl<'a, E: Float> Head<'a, E> {
         &self.qkv[j0 * 3 * d + part as usize * d + self.head * self.shape.head_dim()..]
     }
 
-    /// The scaled queries `s·q` of the `n` queries from `r0`, row by row into `out` (`n × hd`):
-    /// the forward and the backward compute the same scores from them.
+    /// The scaled queries `s·(q + b_q)` of the `n` queries from `r0`, row by row into `out`
+    /// (`n × hd`): the forward and the backward compute the same scores from them, and the
+    /// backward the keys' gradient.
     #[inline(always)]
     fn scaled_queries(&self, r0: usize, n: usize, out: &mut [E]) {
         let (d, hd) = (self.shape.d_model, self.shape.head_dim());
         let scale = E::from_f64(1.0 / (hd as f64).sqrt());
-        let q = self.rows(Part::Queries, self.shape.past + r0);
+        let (q, bias) = (
+            self.rows(Part::Queries, self.shape.past + r0),
+            self.bias(Part::Queries),
+        );
         for (r, row) in out[..n * hd].chunks_exact_mut(hd).enumerate() {
-            for (o, &x) in row.iter_mut().zip(&q[r * 3 * d..]) {
-                *o = x * scale;
+            for ((o, &x), &b) in row.iter_mut().zip(&q[r * 3 * d..]).zip(bias) {
+                *o = (x + b) * scale;
             }
         }
     }
@@ -177,10 +228,10 @@ fn key_blocks(past: usize, r0: usize, n: usize) -> impl Iterator<Item = (usize, 
         .map(move |j0| (j0, BLOCK.min(keys - j0)))
 }
 
-/// `y` `[B, T', d]` and each query's log-sum-exp `lse` `[B, H, T']` from `qkv` `[B, T, 3d]`;
-/// writes every element of both.
+/// `y` `[B, T', d]` and each query's log-sum-exp `lse` `[B, H, T']` from `qkv` `[B, T, 3d]`
+/// and its bias; writes every element of both.
 pub fn causal_attention<E: Float, O: Sink<E>>(
-    qkv: &[E],
+    qkv: Qkv<'_, E>,
     shape: AttentionShape,
     y: &mut [O],
     lse: &mut [O],
@@ -193,9 +244,10 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
         shape.d_model,
         shape.head_dim(),
     );
+    let bias = &qkv.bias_or_zeros(shape)[..];
     y.par_chunks_mut(tq * d)
         .zip(lse.par_chunks_mut(h * tq))
-        .zip(qkv.par_chunks(t * 3 * d))
+        .zip(qkv.values.par_chunks(t * 3 * d))
         .for_each(|((y, lse), qkv)| {
             vectorized(
                 #[inline(always)]
@@ -207,9 +259,10 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
                     let (mut m, mut l) = (vec![E::ZERO; queries], vec![E::ZERO; queries]);
                     let mut keys_t = vec![E::ZERO; hd * t];
                     for head in 0..h {
-                        Head::transpose(qkv, shape, head, Part::Keys, &mut keys_t);
+                        Head::transpose((qkv, bias), shape, head, Part::Keys, &mut keys_t);
                         let at = Head {
                             qkv,
+                            bias,
                             shape,
                             head,
                             keys_t: &keys_t,
@@ -242,16 +295,19 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
                                         .iter_mut()
                                         .for_each(|a| *a *= rescale);
                                 }
-                                // acc += P·V
+                                // acc += P·V, the values read in place without their bias
                                 let p = Lhs::Rows(&scores, nk);
                                 let v = at.rows(Part::Values, j0);
                                 small_matmul((n, hd, nk), p, (v, 3 * d), (&mut acc, hd), true);
                             }
+                            // y = P·V / l + b_v: the normalised probabilities sum to 1.
+                            let bias = at.bias(Part::Values);
                             for r in 0..n {
                                 let inv = E::ONE / l[r];
                                 let out = &mut y[(r0 + r) * d + head * hd..][..hd];
-                                for (o, &a) in out.iter_mut().zip(&acc[r * hd..(r + 1) * hd]) {
-                                    o.put(a * inv);
+                                let acc = &acc[r * hd..(r + 1) * hd];
+                                for ((o, &a), &b) in out.iter_mut().zip(acc).zip(bias) {
+                                    o.put(a * inv + b);
                                 }
                                 lse[head * tq + r0 + r].put(m[r] + l[r].ln());
                             }
@@ -262,19 +318,21 @@ pub fn causal_attention<E: Float, O: Sink<E>>(
         });
 }
 
-/// `dqkv` `[B, T, 3d]` from the forward's `qkv`, output `y` and `lse`, and the gradient `dy`
-/// `[B, T', d]`; writes every element of it.
+/// `dqkv` `[B, T, 3d]` from the forward's `qkv` and bias, output `y` and `lse`, and the gradient
+/// `dy` `[B, T', d]`, and the bias's gradient `db` `[3d]` when asked for; writes every element
+/// of both.
 pub fn causal_attention_backward<E: Float, O: Sink<E>>(
-    qkv: &[E],
-    y: &[E],
-    lse: &[E],
+    qkv: Qkv<'_, E>,
+    (y, lse): (&[E], &[E]),
     dy: &[E],
     shape: AttentionShape,
     dqkv: &mut [O],
+    db: Option<&mut [MaybeUninit<E>]>,
 ) {
     shape.check(qkv, dy.len(), lse.len());
     assert_eq!(y.len(), dy.len());
-    assert_eq!(dqkv.len(), qkv.len());
+    assert_eq!(dqkv.len(), qkv.values.len());
+    assert!(db.as_ref().is_none_or(|db| db.len() == 3 * shape.d_model));
     let (t, tq, past, h, d, hd) = (
         shape.time,
         shape.queries(),
@@ -284,11 +342,15 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
         shape.head_dim(),
     );
     let scale = E::from_f64(1.0 / (hd as f64).sqrt());
-    dqkv.par_chunks_mut(t * 3 * d)
-        .zip(qkv.par_chunks(t * 3 * d))
+    let bias = &qkv.bias_or_zeros(shape)[..];
+    let summing = db.is_some();
+    // Each sequence's share of `db` (empty when it is not asked for), added in sequence order.
+    let shares: Vec<Vec<E>> = dqkv
+        .par_chunks_mut(t * 3 * d)
+        .zip(qkv.values.par_chunks(t * 3 * d))
         .zip(y.par_chunks(tq * d).zip(dy.par_chunks(tq * d)))
         .zip(lse.par_chunks(h * tq))
-        .for_each(|(((dqkv, qkv), (y, dy)), lse)| {
+        .map(|(((dqkv, qkv), (y, dy)), lse)| {
             vectorized(
                 #[inline(always)]
                 || {
@@ -302,15 +364,17 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                     let (mut dk, mut dv) = (vec![E::ZERO; t * hd], vec![E::ZERO; t * hd]);
                     let (mut keys_t, mut values_t) = (vec![E::ZERO; hd * t], vec![E::ZERO; hd * t]);
                     let mut big_d = vec![E::ZERO; tq];
+                    let mut share = vec![E::ZERO; if summing { 3 * d } else { 0 }];
                     // Positions before the first query get no query gradient.
                     for row in dqkv[..past * 3 * d].chunks_exact_mut(3 * d) {
                         row[..d].iter_mut().for_each(|dq| dq.put(E::ZERO));
                     }
                     for head in 0..h {
-                        Head::transpose(qkv, shape, head, Part::Keys, &mut keys_t);
-                        Head::transpose(qkv, shape, head, Part::Values, &mut values_t);
+                        Head::transpose((qkv, bias), shape, head, Part::Keys, &mut keys_t);
+                        Head::transpose((qkv, bias), shape, head, Part::Values, &mut values_t);
                         let at = Head {
                             qkv,
+                            bias,
                             shape,
                             head,
                             keys_t: &keys_t,
@@ -338,7 +402,7 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                 let p_t = Lhs::Columns(&p, nk);
                                 let dv = &mut dv[j0 * hd..];
                                 small_matmul((nk, hd, n), p_t, (dy_block, d), (dv, hd), true);
-                                // dP = dY·Vᵀ, then dS = s·P∘(dP - D) in its place
+                                // dP = dY·Vᵀ, then dS/s = P∘(dP - D) in its place
                                 let dy_rows = Lhs::Rows(dy_block, d);
                                 small_matmul(
                                     (n, nk, hd),
@@ -350,10 +414,12 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                 for r in 0..n {
                                     let (pr, dr) = (&p[r * nk..(r + 1) * nk], big_d[r0 + r]);
                                     for (g, &pv) in ds[r * nk..(r + 1) * nk].iter_mut().zip(pr) {
-                                        *g = pv * (*g - dr) * scale;
+                                        *g = pv * (*g - dr);
                                     }
                                 }
-                                // dQ += dS·K, dK += dSᵀ·Q
+                                // dQ/s += (dS/s)·K, the keys read in place without their bias
+                                // (see the module's notes); dK += (dS/s)ᵀ·(s·Q), from the
+                                // scaled queries with their bias.
                                 let ds_rows = Lhs::Rows(&ds, nk);
                                 let keys = at.rows(Part::Keys, j0);
                                 small_matmul(
@@ -364,14 +430,16 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                     true,
                                 );
                                 let ds_t = Lhs::Columns(&ds, nk);
-                                let queries = at.rows(Part::Queries, past + r0);
                                 let dk = &mut dk[j0 * hd..];
-                                small_matmul((nk, hd, n), ds_t, (queries, 3 * d), (dk, hd), true);
+                                small_matmul((nk, hd, n), ds_t, (&qs, hd), (dk, hd), true);
                             }
-                            for r in 0..n {
+                            let dq = &mut dq[..n * hd];
+                            dq.iter_mut().for_each(|g| *g *= scale);
+                            for (r, dq) in dq.chunks_exact(hd).enumerate() {
                                 let row = (past + r0 + r) * 3 * d + head * hd;
-                                put_all(&mut dqkv[row..row + hd], &dq[r * hd..(r + 1) * hd]);
+                                put_all(&mut dqkv[row..row + hd], dq);
                             }
+                            add_rows(share_of(&mut share, Part::Queries, d, head, hd), dq);
                         }
                         for j in 0..t {
                             let row = j * 3 * d + head * hd;
@@ -381,8 +449,36 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                 &dv[j * hd..(j + 1) * hd],
                             );
                         }
+                        add_rows(share_of(&mut share, Part::Keys, d, head, hd), &dk);
+                        add_rows(share_of(&mut share, Part::Values, d, head, hd), &dv);
                     }
+                    share
                 },
             )
-        });
+        })
+        .collect();
+    if let Some(db) = db {
+        sum_parts(&shares, db);
+    }
+}
+
+/// A head's columns of `part` in a sequence's share of `db` (empty when `db` is not summed).
+#[inline(always)]
+fn share_of<E>(share: &mut [E], part: Part, d: usize, head: usize, hd: usize) -> &mut [E] {
+    let first = part as usize * d + head * hd;
+    share.get_mut(first..first + hd).unwrap_or_default()
+}
+
+/// `sums += Σ rows`, for the rows of `rows` (each `sums.len()` wide) in order; nothing when
+/// `sums` is empty.
+#[inline(always)]
+fn add_rows<E: Float>(sums: &mut [E], rows: &[E]) {
+    if sums.is_empty() {
+        return;
+    }
+    for row in rows.chunks_exact(sums.len()) {
+        for (s, &x) in sums.iter_mut().zip(row) {
+            *s += x;
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Causal multi-head self-attention from the fused projection `qkv` `[b, t, 3d]` (each
-//! position's queries, keys and values side by side) to the merged heads `[b, t - past, d]`:
+//! position's queries, keys and values side by side) plus an optional bias `[3d]` (the
+//! projection's, added here rather than by that layer) to the merged heads `[b, t - past, d]`:
 //! what the model calls (fused on the CPU, composed from Burn ops elsewhere), the fused op's host
 //! adapter and its backward pass. The kernels, and the formulas, are in [`kernel`].
 //!
@@ -15,27 +16,42 @@ pub mod kernel;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, unary};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor, s};
 
-use crate::fused::autodiff::{constant, record};
-use crate::fused::fused;
+use crate::fused::autodiff::{constant, record, register};
 use crate::fused::host::{CpuBackend, HostTensor, Output, with_float};
+use crate::fused::{Optional, fused};
 use crate::ops::dropout::drops;
-use kernel::AttentionShape;
+use kernel::{AttentionShape, Qkv};
 
-/// Causal self-attention of `qkv` `[b, t, 3d]` with `n_head` heads; the queries are the
-/// positions after the first `past`; the probabilities are dropped out with probability
-/// `dropout` in training.
-pub fn causal_attention(qkv: Tensor<3>, n_head: usize, past: usize, dropout: f64) -> Tensor<3> {
+/// Causal self-attention of `qkv + bias` (`qkv` `[b, t, 3d]`, the bias over its last dimension
+/// when given) with `n_head` heads; the queries are the positions after the first `past`; the
+/// probabilities are dropped out with probability `dropout` in training.
+pub fn causal_attention(
+    qkv: Tensor<3>,
+    bias: Option<Tensor<1>>,
+    n_head: usize,
+    past: usize,
+    dropout: f64,
+) -> Tensor<3> {
     if fused(&qkv) && !drops(&qkv, dropout) {
-        let (y, _) =
-            <Dispatch as AttentionOps>::fused_causal_attention(qkv.into_dispatch(), n_head, past);
+        let bias = bias.map(Tensor::into_dispatch).into();
+        let (y, _) = <Dispatch as AttentionOps>::fused_causal_attention(
+            qkv.into_dispatch(),
+            bias,
+            n_head,
+            past,
+        );
         return Tensor::from_dispatch(y);
     }
+    let qkv = match bias {
+        Some(bias) => qkv + bias.unsqueeze(),
+        None => qkv,
+    };
     // The composed form: heads split out of `qkv`, scores, a causal mask, softmax, and the heads
     // merged back.
     let [b, t, three_d] = qkv.dims();
@@ -69,20 +85,28 @@ pub trait AttentionOps: Backend {
     /// `qkv` and `y`.
     fn fused_causal_attention(
         qkv: FloatTensor<Self>,
+        #[extension_type] bias: Optional<Self>,
         n_head: usize,
         past: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl<B: CpuBackend> AttentionOps for B {
-    fn fused_causal_attention(qkv: FloatTensor<B>, heads: usize, past: usize) -> Attended<B> {
+    fn fused_causal_attention(
+        qkv: FloatTensor<B>,
+        bias: Optional<B>,
+        heads: usize,
+        past: usize,
+    ) -> Attended<B> {
         with_float!(qkv.dtype(), E => {
             let shape = shape(&qkv.dims(), heads, past);
             let (b, tq, d) = (shape.batch, shape.queries(), shape.d_model);
-            let q = qkv.values::<E>();
+            let (values, bias) = (qkv.values::<E>(), bias.into_option());
+            let bias = bias.as_ref().map(|b| b.values::<E>());
+            let qkv = Qkv { values: &values, bias: bias.as_deref() };
             let mut y = Output::new(b * tq * d, "causal_attention: y");
             let mut lse = Output::new(b * heads * tq, "causal_attention: lse");
-            kernel::causal_attention(&q, shape, y.slots(), lse.slots());
+            kernel::causal_attention(qkv, shape, y.slots(), lse.slots());
             // SAFETY: causal_attention writes every element of its outputs.
             unsafe {
                 (
@@ -95,15 +119,26 @@ impl<B: CpuBackend> AttentionOps for B {
 }
 
 impl<B: CpuBackend, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
-    fn fused_causal_attention(qkv: FloatTensor<Self>, heads: usize, past: usize) -> Attended<Self> {
+    fn fused_causal_attention(
+        qkv: FloatTensor<Self>,
+        bias: Optional<Self>,
+        heads: usize,
+        past: usize,
+    ) -> Attended<Self> {
         let mut kept = None;
-        let y = record::<B, C, _, 1>([qkv], AttentionBackward, |[qkv]| {
-            let (y, lse) = B::fused_causal_attention(qkv.clone(), heads, past);
+        let mut forward = |qkv: FloatTensor<B>, bias: Option<FloatTensor<B>>| {
+            let (y, lse) = B::fused_causal_attention(qkv.clone(), bias.clone().into(), heads, past);
             kept = Some(lse.clone());
             // `y` is kept too: the output projection keeps it anyway (its input), so this copies
             // nothing.
-            (y.clone(), (qkv, y, lse, heads, past))
-        });
+            (y.clone(), (qkv, bias, y, lse, heads, past))
+        };
+        let y = match bias.into_option() {
+            None => record::<B, C, _, 1>([qkv], AttentionBackward, |[qkv]| forward(qkv, None)),
+            Some(b) => record::<B, C, _, 2>([qkv, b], AttentionBackward, |[qkv, b]| {
+                forward(qkv, Some(b))
+            }),
+        };
         // The log-sum-exps enter the graph as values no gradient flows through.
         (y, constant::<B, C>(kept.expect("the forward ran")))
     }
@@ -112,18 +147,26 @@ impl<B: CpuBackend, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
 /// `(y, lse)` (the trait spells it out: the extension macro reads the tuple).
 type Attended<B> = (FloatTensor<B>, FloatTensor<B>);
 
+/// Parents `[qkv]` or `[qkv, bias]`.
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: CpuBackend> Backward<B, 1> for AttentionBackward {
-    /// `(qkv, y, lse, n_head, past)`.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, usize);
+impl<B: CpuBackend, const N: usize> Backward<B, N> for AttentionBackward {
+    /// `(qkv, bias, y, lse, n_head, past)`.
+    type State = (
+        FloatTensor<B>,
+        Option<FloatTensor<B>>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        usize,
+        usize,
+    );
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (qkv, y, lse, n_head, past) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
-            backward([qkv, y, lse], dy, n_head, past)
-        });
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (qkv, bias, y, lse, n_head, past) = ops.state;
+        let (dqkv, db) = backward((qkv, bias), [y, lse], dy, n_head, past);
+        register!(B, grads, ops.parents, [Some(dqkv), db]);
     }
 }
 
@@ -144,15 +187,28 @@ fn shape(qkv_dims: &[usize], heads: usize, past: usize) -> AttentionShape {
     }
 }
 
-/// `dqkv` from the forward's `qkv`, output `y` and `lse`, and the gradient `dy` of its output.
-fn backward<T: HostTensor>([qkv, y, lse]: [T; 3], dy: T, heads: usize, past: usize) -> T {
+/// `dqkv`, and the bias's gradient when there is a bias, from the forward's `qkv` and bias,
+/// output `y` and `lse`, and the gradient `dy` of its output.
+fn backward<T: HostTensor>(
+    (qkv, bias): (T, Option<T>),
+    [y, lse]: [T; 2],
+    dy: T,
+    heads: usize,
+    past: usize,
+) -> (T, Option<T>) {
     with_float!(qkv.dtype(), E => {
         let dims = qkv.dims();
         let shape = shape(&dims, heads, past);
-        let (q, y, l, g) = (qkv.values::<E>(), y.values::<E>(), lse.values::<E>(), dy.values::<E>());
-        let mut dqkv = Output::new(q.len(), "causal_attention backward: dqkv");
-        kernel::causal_attention_backward(&q, &y, &l, &g, shape, dqkv.slots());
-        // SAFETY: causal_attention_backward writes every element of its output.
-        T::from_values(unsafe { dqkv.written() }, dims)
+        let (values, b) = (qkv.values::<E>(), bias.as_ref().map(|b| b.values::<E>()));
+        let qkv = Qkv { values: &values, bias: b.as_deref() };
+        let (y, l, g) = (y.values::<E>(), lse.values::<E>(), dy.values::<E>());
+        let mut dqkv = Output::new(values.len(), "causal_attention backward: dqkv");
+        let width = b.as_ref().map(|b| b.len());
+        let mut db = width.map(|width| Output::new(width, "causal_attention backward: db"));
+        let db_slots = db.as_mut().map(Output::slots);
+        kernel::causal_attention_backward(qkv, (&y, &l), &g, shape, dqkv.slots(), db_slots);
+        // SAFETY: causal_attention_backward writes every element of its outputs.
+        let db = db.zip(width).map(|(db, w)| T::from_values(unsafe { db.written() }, vec![w]));
+        (T::from_values(unsafe { dqkv.written() }, dims), db)
     })
 }
