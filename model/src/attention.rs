@@ -21,7 +21,8 @@ pub struct CausalSelfAttention {
 }
 
 /// The `qkv` projections `[batch, positions, 3d]` (without their bias, which attention adds) of
-/// the positions one attention layer has already seen, so that a new token attends to their keys and values without recomputing them.
+/// the positions one attention layer has already seen, so that a new token attends to their keys
+/// and values without recomputing them.
 pub type LayerCache = Option<Tensor<3>>;
 
 impl CausalSelfAttention {

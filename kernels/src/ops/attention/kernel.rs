@@ -1,9 +1,9 @@
 //! Causal multi-head self-attention straight from the fused projection `qkv` `[B, T, 3d]`
 //! (each position's `q | k | v`, head `h` at columns `h·hd..(h+1)·hd` of each) and its bias
 //! `[3d]` to the merged heads `y` `[B, T', d]`: no head split or merge copies, no mask tensor,
-//! and no key block entirely in the future is touched. The queries are the last `T' = T - past` positions (all of
-//! them in training; the new ones when generation keeps the earlier positions' `qkv` as its
-//! cache).
+//! and no key block entirely in the future is touched. The queries are the last `T' = T - past`
+//! positions (all of them in training; the new ones when generation keeps the earlier
+//! positions' `qkv` as its cache).
 //!
 //! For one sequence and head, with `s = 1/√hd` and query position `i >= past`:
 //! ```text
