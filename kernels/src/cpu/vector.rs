@@ -54,6 +54,17 @@ pub fn sum_parts<E: Float>(parts: &[Vec<E>], out: &mut [MaybeUninit<E>]) {
     }
 }
 
+/// `sums += Σ rows`, the rows of `rows` (each `sums.len()` wide) added in order: a column sum
+/// that vectorizes across the columns.
+#[inline(always)]
+pub fn add_rows<E: Float>(sums: &mut [E], rows: &[E]) {
+    for row in rows.chunks_exact(sums.len()) {
+        for (s, &x) in sums.iter_mut().zip(row) {
+            *s += x;
+        }
+    }
+}
+
 const LANES: usize = 16;
 
 /// Adds the lanes pairwise, always in the same order.

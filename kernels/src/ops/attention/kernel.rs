@@ -33,12 +33,13 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use crate::cpu::Float;
 use crate::cpu::simd::vectorized;
-use crate::cpu::vector::{Lhs, Sink, dot, max, put_all, small_matmul, sum, sum_parts};
+use crate::cpu::vector::{Lhs, Sink, add_rows, dot, max, put_all, small_matmul, sum, sum_parts};
 
 /// Keys per block: a block's scores, `queries × BLOCK`, and its operands stay in cache.
 const BLOCK: usize = 64;
@@ -128,6 +129,16 @@ enum Part {
     Values = 2,
 }
 
+impl Part {
+    /// Head `head`'s columns of this part in a `qkv` row (and in its bias).
+    #[inline(always)]
+    fn columns(self, shape: AttentionShape, head: usize) -> Range<usize> {
+        let hd = shape.head_dim();
+        let first = self as usize * shape.d_model + head * hd;
+        first..first + hd
+    }
+}
+
 impl<'a, E: Float> Head<'a, E> {
     /// Transposes `part` of head `head` of the sequence's `qkv`, plus its bias, into `out`
     /// (`[hd, T]`).
@@ -145,14 +156,14 @@ impl<'a, E: Float> Head<'a, E> {
         part: Part,
         out: &mut [E],
     ) {
-        let (t, d, hd) = (shape.time, shape.d_model, shape.head_dim());
-        let first = part as usize * d + head * hd;
+        let (t, d) = (shape.time, shape.d_model);
+        let columns = part.columns(shape, head);
         // Column by column: the reads are strided (and stay in cache, a head's rows being a few
         // KiB), the writes contiguous (a processor stores one value a cycle, loads two).
-        for (c, column) in out[..hd * t].chunks_exact_mut(t).enumerate() {
-            let b = bias[first + c];
+        for (c, column) in columns.zip(out[..shape.head_dim() * t].chunks_exact_mut(t)) {
+            let b = bias[c];
             for (o, row) in column.iter_mut().zip(qkv.chunks_exact(3 * d)) {
-                *o = row[first + c] + b;
+                *o = row[c] + b;
             }
         }
     }
@@ -160,15 +171,23 @@ impl<'a, E: Float> Head<'a, E> {
     /// Part `part` of the bias, this head's columns.
     #[inline(always)]
     fn bias(&self, part: Part) -> &'a [E] {
-        let hd = self.shape.head_dim();
-        &self.bias[part as usize * self.shape.d_model + self.head * hd..][..hd]
+        &self.bias[part.columns(self.shape, self.head)]
+    }
+
+    /// `share[this head's columns of part] += Σ rows` (`hd` wide) when there is a share: the
+    /// bias gradient summed from the head's gradients while they are in cache.
+    #[inline(always)]
+    fn add_to_share(&self, share: &mut Option<Vec<E>>, part: Part, rows: &[E]) {
+        if let Some(share) = share {
+            add_rows(&mut share[part.columns(self.shape, self.head)], rows);
+        }
     }
 
     /// `part`'s rows from position `j0`, `3d` apart.
     #[inline(always)]
     fn rows(&self, part: Part, j0: usize) -> &'a [E] {
-        let d = self.shape.d_model;
-        &self.qkv[j0 * 3 * d + part as usize * d + self.head * self.shape.head_dim()..]
+        let first = part.columns(self.shape, self.head).start;
+        &self.qkv[j0 * 3 * self.shape.d_model + first..]
     }
 
     /// The scaled queries `s·(q + b_q)` of the `n` queries from `r0`, row by row into `out`
@@ -364,7 +383,7 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                     let (mut dk, mut dv) = (vec![E::ZERO; t * hd], vec![E::ZERO; t * hd]);
                     let (mut keys_t, mut values_t) = (vec![E::ZERO; hd * t], vec![E::ZERO; hd * t]);
                     let mut big_d = vec![E::ZERO; tq];
-                    let mut share = vec![E::ZERO; if summing { 3 * d } else { 0 }];
+                    let mut share = summing.then(|| vec![E::ZERO; 3 * d]);
                     // Positions before the first query get no query gradient.
                     for row in dqkv[..past * 3 * d].chunks_exact_mut(3 * d) {
                         row[..d].iter_mut().for_each(|dq| dq.put(E::ZERO));
@@ -439,7 +458,7 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                 let row = (past + r0 + r) * 3 * d + head * hd;
                                 put_all(&mut dqkv[row..row + hd], dq);
                             }
-                            add_rows(share_of(&mut share, Part::Queries, d, head, hd), dq);
+                            at.add_to_share(&mut share, Part::Queries, dq);
                         }
                         for j in 0..t {
                             let row = j * 3 * d + head * hd;
@@ -449,36 +468,15 @@ pub fn causal_attention_backward<E: Float, O: Sink<E>>(
                                 &dv[j * hd..(j + 1) * hd],
                             );
                         }
-                        add_rows(share_of(&mut share, Part::Keys, d, head, hd), &dk);
-                        add_rows(share_of(&mut share, Part::Values, d, head, hd), &dv);
+                        at.add_to_share(&mut share, Part::Keys, &dk);
+                        at.add_to_share(&mut share, Part::Values, &dv);
                     }
-                    share
+                    share.unwrap_or_default()
                 },
             )
         })
         .collect();
     if let Some(db) = db {
         sum_parts(&shares, db);
-    }
-}
-
-/// A head's columns of `part` in a sequence's share of `db` (empty when `db` is not summed).
-#[inline(always)]
-fn share_of<E>(share: &mut [E], part: Part, d: usize, head: usize, hd: usize) -> &mut [E] {
-    let first = part as usize * d + head * hd;
-    share.get_mut(first..first + hd).unwrap_or_default()
-}
-
-/// `sums += Σ rows`, for the rows of `rows` (each `sums.len()` wide) in order; nothing when
-/// `sums` is empty.
-#[inline(always)]
-fn add_rows<E: Float>(sums: &mut [E], rows: &[E]) {
-    if sums.is_empty() {
-        return;
-    }
-    for row in rows.chunks_exact(sums.len()) {
-        for (s, &x) in sums.iter_mut().zip(row) {
-            *s += x;
-        }
     }
 }

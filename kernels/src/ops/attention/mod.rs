@@ -203,12 +203,11 @@ fn backward<T: HostTensor>(
         let qkv = Qkv { values: &values, bias: b.as_deref() };
         let (y, l, g) = (y.values::<E>(), lse.values::<E>(), dy.values::<E>());
         let mut dqkv = Output::new(values.len(), "causal_attention backward: dqkv");
-        let width = b.as_ref().map(|b| b.len());
-        let mut db = width.map(|width| Output::new(width, "causal_attention backward: db"));
+        let mut db = b.as_ref().map(|b| Output::new(b.len(), "causal_attention backward: db"));
         let db_slots = db.as_mut().map(Output::slots);
         kernel::causal_attention_backward(qkv, (&y, &l), &g, shape, dqkv.slots(), db_slots);
         // SAFETY: causal_attention_backward writes every element of its outputs.
-        let db = db.zip(width).map(|(db, w)| T::from_values(unsafe { db.written() }, vec![w]));
+        let db = db.zip(bias).map(|(db, b)| T::from_values(unsafe { db.written() }, b.dims()));
         (T::from_values(unsafe { dqkv.written() }, dims), db)
     })
 }

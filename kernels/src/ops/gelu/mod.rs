@@ -135,12 +135,11 @@ fn backward<T: HostTensor>(
         let (xs, dys) = (x.values::<E>(), dy.values::<E>());
         let b = bias.as_ref().map(|b| b.values::<E>());
         let mut dx = Output::new(xs.len(), "gelu backward: dx");
-        let width = b.as_ref().map(|b| b.len());
-        let mut db = width.map(|width| Output::new(width, "gelu backward: db"));
+        let mut db = b.as_ref().map(|b| Output::new(b.len(), "gelu backward: db"));
         let slots = db.as_mut().map(Output::slots);
         kernel::gelu_backward(&xs, b.as_deref(), &dys, dx.slots(), slots, approximation);
         // SAFETY: gelu_backward writes every element of its outputs.
-        let db = db.zip(width).map(|(db, w)| T::from_values(unsafe { db.written() }, vec![w]));
+        let db = db.zip(bias).map(|(db, b)| T::from_values(unsafe { db.written() }, b.dims()));
         (T::from_values(unsafe { dx.written() }, x.dims()), db)
     })
 }

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{Destination, View, matmul};
-use crate::cpu::vector::sum_parts;
+use crate::cpu::vector::{add_rows, sum_parts};
 use crate::cpu::{Float, rows_per_task};
 
 /// `y` (`m × n`) `= onto + x·w + bias` for `x` `m × k`, `w` `k × n`, and `onto` (the residual
@@ -108,11 +108,7 @@ pub fn linear_backward<E: Float>(
             .par_chunks(BLOCK_ROWS * n)
             .map(|rows| {
                 let mut sum = vec![E::ZERO; n];
-                for row in rows.chunks_exact(n) {
-                    for (s, &g) in sum.iter_mut().zip(row) {
-                        *s += g;
-                    }
-                }
+                add_rows(&mut sum, rows);
                 sum
             })
             .collect();
