@@ -320,7 +320,7 @@ fn cross_entropy_matches_composed_and_finite_differences() {
 fn head_loss_matches_composed_and_finite_differences() {
     // (rows, d, vocab, layouts and biases): a toy shape in every form, and GPT-2's vocabulary
     // in GPT-2's form (tied, no bias) and in Ember's default (a weight of its own and a bias).
-    // The kernel's own tests cross the edges of its chunks of rows (at least 512 rows each):
+    // The kernel's own tests cross the edges of its chunks of rows (at least 1,024 rows each):
     // here a few rows suffice, each finite difference scoring all of them over 50,257 tokens.
     let every = [
         (HeadWeight::InOut, true),
