@@ -213,20 +213,6 @@ pub fn matmul<E: Float>(
     matmul_on(Engine::chosen(), shape, a, b, c, into);
 }
 
-/// [`matmul`] into a buffer of initialized values (scratch space the caller reads afterwards).
-pub fn matmul_values<E: Float>(
-    shape: (usize, usize, usize),
-    a: View<'_, E>,
-    b: View<'_, E>,
-    c: &mut [E],
-    into: Destination,
-) {
-    // SAFETY: `MaybeUninit<E>` has `E`'s layout, and `matmul` stores only initialized values
-    // into `c` (never `MaybeUninit::uninit()`), so `c` is still initialized when the borrow ends.
-    let c = unsafe { &mut *(std::ptr::from_mut(c) as *mut [MaybeUninit<E>]) };
-    matmul(shape, a, b, c, into);
-}
-
 /// [`matmul`] on the given engine (the benchmarks compare them). A BLAS engine without a
 /// registered library runs on the gemm crate.
 pub fn matmul_on<E: Float>(
