@@ -20,7 +20,9 @@ use std::mem::MaybeUninit;
 
 use crate::cpu::Float;
 use crate::cpu::gemm::{Destination, View, matmul};
+use crate::cpu::vector::{add_rows, put_all};
 use crate::ops::cross_entropy::kernel::{mean, row_losses, softmax_minus_target_in_place};
+use crate::ops::linear::kernel::start_output;
 
 /// Logits per chunk at small vocabularies: 2^21 values, 8 MiB in `f32`.
 const CHUNK_VALUES: usize = 1 << 21;
@@ -114,10 +116,11 @@ pub fn head_loss_in_chunks<E: Float>(
     };
     let chunk = chunk.min(n);
     // Uninitialized: each chunk's logits are written (the product overwriting them, or the bias
-    // laid down for it to add onto) before anything reads them. Zeroed, the allocator's reused
-    // block (196 MiB at GPT-2's 8 x 256) was cleared on one thread every step.
+    // laid down for it to add onto, as a Linear layer's output starts) before anything reads
+    // them. Zeroed, the allocator's reused block (196 MiB at GPT-2's 8 x 256) was cleared on one
+    // thread every step.
     let mut logits = Box::new_uninit_slice(chunk * v);
-    let mut db = vec![E::ZERO; if bias.is_some() { v } else { 0 }];
+    let mut db = bias.map(|_| vec![E::ZERO; v]);
     let mut lse = vec![E::ZERO; chunk];
     let mut losses = vec![E::ZERO; n];
     let scale = E::ONE / E::from_f64(n as f64);
@@ -126,20 +129,10 @@ pub fn head_loss_in_chunks<E: Float>(
         let rows = start..start + m;
         let xs = &x[start * d..(start + m) * d];
         let (logits, lse, targets) = (&mut logits[..m * v], &mut lse[..m], &targets[rows.clone()]);
-        let into = match bias {
-            Some(bias) => {
-                for row in logits.chunks_exact_mut(v) {
-                    for (l, &b) in row.iter_mut().zip(bias) {
-                        l.write(b);
-                    }
-                }
-                Destination::Accumulate
-            }
-            None => Destination::Overwrite,
-        };
+        let into = start_output(logits, v, bias, None);
         matmul((m, v, d), View::rows(xs, d), w_dv, logits, into);
-        // SAFETY: the product wrote every element (`Overwrite`) or added onto the bias written
-        // into every element above, and `MaybeUninit<E>` has `E`'s layout.
+        // SAFETY: the product wrote every element (`Overwrite`) or added onto the bias
+        // `start_output` wrote into every element, and `MaybeUninit<E>` has `E`'s layout.
         let logits = unsafe { &mut *(std::ptr::from_mut(logits) as *mut [E]) };
         row_losses(logits, targets, lse, &mut losses[rows]);
         let Some(grads) = gradients.as_mut() else {
@@ -169,16 +162,12 @@ pub fn head_loss_in_chunks<E: Float>(
                 );
             }
         }
-        for row in dlogits.chunks_exact(v) {
-            for (s, &g) in db.iter_mut().zip(row) {
-                *s += g;
-            }
+        if let Some(db) = &mut db {
+            add_rows(db, dlogits);
         }
     }
-    if let Some(HeadGradients { db: Some(out), .. }) = gradients {
-        for (o, &s) in out.iter_mut().zip(&db) {
-            o.write(s);
-        }
+    if let (Some(HeadGradients { db: Some(out), .. }), Some(db)) = (gradients, &db) {
+        put_all(out, db);
     }
     mean(&losses)
 }

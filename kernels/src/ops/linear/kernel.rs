@@ -31,20 +31,31 @@ pub fn linear<E: Float>(
         onto.is_none_or(|r| r.len() == m * n),
         "a residual of another shape"
     );
-    let output = match (bias, onto) {
-        (None, None) => Destination::Overwrite,
-        _ => {
-            let rows = rows_per_task(n);
-            y.par_chunks_mut(n * rows)
-                .enumerate()
-                .for_each(|(task, block)| {
-                    let onto = onto.map(|r| &r[task * rows * n..][..block.len()]);
-                    start_rows(block, n, bias, onto);
-                });
-            Destination::Accumulate
-        }
-    };
+    let output = start_output(y, n, bias, onto);
     matmul((m, n, k), View::rows(x, k), View::rows(w, n), y, output);
+}
+
+/// Starts a product's output `y` (rows `n` wide) as what the product is to be accumulated onto,
+/// `onto + bias` in every row (either may be absent), on rayon's threads, and says how the
+/// product goes into it: [`Destination::Accumulate`], or [`Destination::Overwrite`] with nothing
+/// written when there is neither. The output head starts its logits this way too.
+pub(crate) fn start_output<E: Float>(
+    y: &mut [MaybeUninit<E>],
+    n: usize,
+    bias: Option<&[E]>,
+    onto: Option<&[E]>,
+) -> Destination {
+    if bias.is_none() && onto.is_none() {
+        return Destination::Overwrite;
+    }
+    let rows = rows_per_task(n);
+    y.par_chunks_mut(n * rows)
+        .enumerate()
+        .for_each(|(task, block)| {
+            let onto = onto.map(|r| &r[task * rows * n..][..block.len()]);
+            start_rows(block, n, bias, onto);
+        });
+    Destination::Accumulate
 }
 
 /// What the product is accumulated onto: `onto + bias`, `onto`, or `bias` in every row.
