@@ -196,6 +196,26 @@ fn kernels(c: &mut Criterion) {
             })
         });
     }
+
+    // AdamW on GPT-2's token embedding (50,304 x 768 parameters): 28 bytes a parameter read and
+    // written, bound by memory bandwidth; `benches/optimizer_floor.sh` times the same pass in
+    // plain C, the floor it is compared with (BENCHMARKS.md, "What the machine allows").
+    let n = 50304 * 768;
+    let (mut param, grad) = (values(n), values(n));
+    let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let step = cpu::AdamWStep {
+        lr: 6e-4,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        time: 10,
+        grad_scale: 0.5,
+    };
+    group.throughput(Throughput::Bytes((n * 28) as u64));
+    group.bench_function("adamw_38633472", |bench| {
+        bench.iter(|| cpu::adamw(&mut param, &grad, &mut m, &mut v, step))
+    });
     group.finish();
 }
 

@@ -54,14 +54,14 @@ pub fn adamw<E: Float>(param: &mut [E], grad: &[E], m: &mut [E], v: &mut [E], st
             vectorized(
                 #[inline(always)]
                 || {
-                    for i in 0..p.len() {
-                        let gi = g[i] * scale;
-                        let mi = b1 * m[i] + f1 * gi;
-                        let vi = b2 * v[i] + f2 * (gi * gi);
+                    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                        let gi = g * scale;
+                        let mi = b1 * *m + f1 * gi;
+                        let vi = b2 * *v + f2 * (gi * gi);
                         let delta = (mi / correction1) / ((vi / correction2).sqrt() + eps);
-                        p[i] = p[i] * decay - delta * lr;
-                        m[i] = mi;
-                        v[i] = vi;
+                        *p = *p * decay - delta * lr;
+                        *m = mi;
+                        *v = vi;
                     }
                 },
             )
