@@ -447,7 +447,7 @@ fn transpose_into<E: Float>(
 
 /// The product on the gemm crate on `threads` of rayon's threads: a short deep one with a
 /// transposed `b` through transposed copies ([`through_transposes`]), a deep one cut along its
-/// depth ([`depth_chunks`]).
+/// depth ([`depth_chunks`]), a single row cut across its columns ([`single_row_product`]).
 fn gemm_crate_product<E: Float>(
     (m, n, k): (usize, usize, usize),
     a: View<'_, E>,
@@ -529,7 +529,51 @@ fn gemm_crate_product<E: Float>(
             });
         return;
     }
+    if m == 1 && threads > 1 {
+        return single_row_product((n, k), a, b, c, into, threads);
+    }
     gemm_crate_call((m, n, k), a, b, c, into, threads);
+}
+
+/// Columns of a [`single_row_product`]'s blocks but its last are a multiple of this: of every
+/// vector width the gemm crate uses (16 `f32` lanes on AVX-512, 8 on AVX2, fewer for `f64`).
+const SINGLE_ROW_BLOCK: usize = 64;
+
+/// Fewest columns in a block of a [`single_row_product`] (a multiple of [`SINGLE_ROW_BLOCK`]): the
+/// gemm crate computes a product of at most 256 outputs with another kernel, which sums in
+/// another order (gemm-common 0.19 `gemm_basic_generic`, `m·n <= 16·16`).
+const SINGLE_ROW_MIN_COLS: usize = 320;
+
+/// A product of one row (`1 × n`, each generated token's layers): the gemm crate computes it as a
+/// matrix-vector product on the calling thread whatever parallelism it is given (gemm-common 0.19
+/// `gemm_basic_generic`), reading all of `b` (a whole weight) on one core. Cut into one block of
+/// columns per thread instead, each reads `b`'s columns for its own outputs. Every block is one
+/// call of the same matrix-vector kernel (at least [`SINGLE_ROW_MIN_COLS`] wide), and all but the
+/// last are whole multiples of [`SINGLE_ROW_BLOCK`], so the columns it computes in vector lanes
+/// and the few it leaves to scalar code are those of one call: every output is the same number on
+/// any thread count.
+fn single_row_product<E: Float>(
+    (n, k): (usize, usize),
+    a: View<'_, E>,
+    b: View<'_, E>,
+    c: &mut [MaybeUninit<E>],
+    into: Destination,
+    threads: usize,
+) {
+    let parts = threads.min(n / SINGLE_ROW_MIN_COLS);
+    if parts < 2 {
+        return gemm_crate_call((1, n, k), a, b, c, into, 1);
+    }
+    let cols = n / parts / SINGLE_ROW_BLOCK * SINGLE_ROW_BLOCK;
+    let (whole, last) = c.split_at_mut((parts - 1) * cols);
+    let blocks: Vec<_> = whole
+        .chunks_mut(cols)
+        .chain(std::iter::once(last))
+        .enumerate()
+        .collect();
+    blocks.into_par_iter().for_each(|(part, c)| {
+        gemm_crate_call((1, c.len(), k), a, b.at(0, part * cols), c, into, 1);
+    });
 }
 
 /// One call of the gemm crate's kernels for the whole product, on `threads` of rayon's threads.
@@ -794,6 +838,81 @@ mod tests {
                         err < 1e-9,
                         "{m}x{n}x{k} {into:?} element {i}: off by {err:e}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_rows_are_cut_across_columns_and_the_same_on_any_thread_count() {
+        // A generated token's products: `b` stored as it is (a Linear layer's `[in, out]`
+        // weight) and transposed (`[out, in]`, a tied head's table); odd widths whose last
+        // block is the longest and whose last columns the gemm crate leaves to scalar code,
+        // cut in two and in three; one too narrow to cut; one deep enough to be cut along its
+        // depth instead.
+        for (n, k) in [(2305, 300), (1000, 700), (600, 500), (50, 6000)] {
+            let (a, b) = (values(k, 9.0), values(k * n, 10.0));
+            let bt = transpose(&b, k, n);
+            let want = reference((1, n, k), &a, &b);
+            for transposed in [false, true] {
+                for into in [Destination::Overwrite, Destination::Accumulate] {
+                    let on = |threads: usize| {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .expect("a thread pool");
+                        let (a32, b32, bt32): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                            a.iter().map(|&x| x as f32).collect(),
+                            b.iter().map(|&x| x as f32).collect(),
+                            bt.iter().map(|&x| x as f32).collect(),
+                        );
+                        let start = |i: usize| match into {
+                            Destination::Overwrite => f32::NAN,
+                            Destination::Accumulate => i as f32,
+                        };
+                        let mut c: Vec<MaybeUninit<f32>> =
+                            (0..n).map(|i| MaybeUninit::new(start(i))).collect();
+                        let bv = if transposed {
+                            View::transposed(&bt32, k)
+                        } else {
+                            View::rows(&b32, n)
+                        };
+                        pool.install(|| {
+                            let av = View::rows(&a32, k);
+                            matmul_on(Engine::GemmCrate, (1, n, k), av, bv, &mut c, into)
+                        });
+                        // SAFETY: initialized above.
+                        c.iter()
+                            .map(|v| unsafe { v.assume_init() })
+                            .collect::<Vec<f32>>()
+                    };
+                    let one = on(1);
+                    let before = |i: usize| match into {
+                        Destination::Overwrite => 0.0,
+                        Destination::Accumulate => i as f64,
+                    };
+                    for (i, (&g, w)) in one.iter().zip(&want).enumerate() {
+                        let want = w + before(i);
+                        let err = (g as f64 - want).abs();
+                        // f32 rounding: of `k` products, and of the value accumulated onto.
+                        let tolerance = 1e-5 * (k as f64 + want.abs());
+                        assert!(
+                            err < tolerance,
+                            "1x{n}x{k} {into:?} element {i}: off by {err:e}"
+                        );
+                    }
+                    for threads in [2, 3] {
+                        let many = on(threads);
+                        let same = one
+                            .iter()
+                            .zip(&many)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "1x{n}x{k} (b transposed: {transposed}, {into:?}): {threads} threads \
+                             differ from one"
+                        );
+                    }
                 }
             }
         }
