@@ -636,6 +636,23 @@ mod tests {
             .collect()
     }
 
+    /// `f` on a pool of `threads` of rayon's threads.
+    fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool");
+        pool.install(f)
+    }
+
+    /// Whether `x` and `y` hold the same numbers bit for bit.
+    fn same_bits<E: Float>(x: &[E], y: &[E]) -> bool {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits())
+    }
+
     /// `a·b` in plain loops.
     fn reference((m, n, k): (usize, usize, usize), a: &[f64], b: &[f64]) -> Vec<f64> {
         let mut c = vec![0.0; m * n];
@@ -857,10 +874,6 @@ mod tests {
             for transposed in [false, true] {
                 for into in [Destination::Overwrite, Destination::Accumulate] {
                     let on = |threads: usize| {
-                        let pool = rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .build()
-                            .expect("a thread pool");
                         let (a32, b32, bt32): (Vec<f32>, Vec<f32>, Vec<f32>) = (
                             a.iter().map(|&x| x as f32).collect(),
                             b.iter().map(|&x| x as f32).collect(),
@@ -877,7 +890,7 @@ mod tests {
                         } else {
                             View::rows(&b32, n)
                         };
-                        pool.install(|| {
+                        on_threads(threads, || {
                             let av = View::rows(&a32, k);
                             matmul_on(Engine::GemmCrate, (1, n, k), av, bv, &mut c, into)
                         });
@@ -902,13 +915,8 @@ mod tests {
                         );
                     }
                     for threads in [2, 3] {
-                        let many = on(threads);
-                        let same = one
-                            .iter()
-                            .zip(&many)
-                            .all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(
-                            same,
+                            same_bits(&one, &on(threads)),
                             "1x{n}x{k} (b transposed: {transposed}, {into:?}): {threads} threads \
                              differ from one"
                         );
@@ -935,22 +943,15 @@ mod tests {
         // A deep product, and a wide one (cut across its output), on the gemm crate.
         for (m, n, k) in [(40, 24, 3100), (20, 30, 9000), (300, 257, 129)] {
             let (a, b) = (values(m * k, 5.0), values(k * n, 6.0));
-            let on = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("a thread pool");
-                pool.install(|| overwrite::<f32>(Engine::GemmCrate, (m, n, k), &a, &b))
+            let on = |threads| {
+                on_threads(threads, || {
+                    overwrite::<f32>(Engine::GemmCrate, (m, n, k), &a, &b)
+                })
             };
             let one = on(1);
             for threads in [2, 3] {
-                let many = on(threads);
-                let same = one
-                    .iter()
-                    .zip(&many)
-                    .all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(
-                    same,
+                    same_bits(&one, &on(threads)),
                     "{m}x{n}x{k}: {threads} threads sum differently from one"
                 );
             }
