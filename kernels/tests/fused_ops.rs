@@ -494,3 +494,28 @@ fn adamw_and_sum_of_squares_match_composed() {
         }
     }
 }
+
+#[test]
+fn linear_transposed_matches_composed_off_autodiff() {
+    // (rows, in, out): a toy shape; a generated token's row against a table of 5,000 rows of GPT-2's
+    // width (one row cut across threads, the table read transposed in place); 210 rows whose
+    // product is split across threads, with a tail.
+    for (m, k, n) in [(2, 7, 9), (1, 768, 5000), (210, 130, 70)] {
+        for (backend, device) in devices() {
+            for (dtype, tolerance) in [(FloatDType::F64, 1e-12), (FloatDType::F32, 1e-5)] {
+                for with_bias in [false, true] {
+                    let what = format!("{backend} {dtype:?} {m}x{k}x{n}, bias {with_bias}");
+                    let t = |len, seed| tensor(&values(len, seed, 1.0), &device, dtype);
+                    let (x, table) = (t(m * k, 1).reshape([1, m, k]), t(n * k, 2).reshape([n, k]));
+                    let bias = with_bias.then(|| t(n, 3));
+                    let run = || {
+                        ops::linear_transposed(x.clone(), table.clone(), bias.clone()).reshape([-1])
+                    };
+                    let (f, c) = (to_vec(run()), to_vec(composed(run)));
+                    let err = relative_error(&f, &c);
+                    assert!(err <= tolerance, "{what}: differs from composed by {err:e}");
+                }
+            }
+        }
+    }
+}

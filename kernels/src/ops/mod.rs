@@ -36,5 +36,5 @@ pub use embedding::embedding;
 pub use gelu::gelu;
 pub use head_loss::{HeadWeight, head_loss};
 pub use layer_norm::layer_norm;
-pub use linear::{linear, linear_onto};
+pub use linear::{linear, linear_onto, linear_transposed};
 pub use sum_of_squares::sum_of_squares;

@@ -24,15 +24,41 @@ pub fn linear<E: Float>(
     (m, k, n): (usize, usize, usize),
     y: &mut [MaybeUninit<E>],
 ) {
-    assert_eq!(x.len(), m * k);
     assert_eq!(w.len(), k * n);
+    linear_of(x, View::rows(w, n), bias, onto, (m, k, n), y);
+}
+
+/// [`linear`] with the weight stored `[out, in]`: `y = onto + x·tableᵀ + bias` for `table`
+/// `n × k` (a head tied to the token embedding), read in place as a transposed view.
+pub fn linear_transposed<E: Float>(
+    x: &[E],
+    table: &[E],
+    bias: Option<&[E]>,
+    onto: Option<&[E]>,
+    (m, k, n): (usize, usize, usize),
+    y: &mut [MaybeUninit<E>],
+) {
+    assert_eq!(table.len(), n * k);
+    linear_of(x, View::transposed(table, k), bias, onto, (m, k, n), y);
+}
+
+/// Both layouts' forward, given the weight as a `k × n` view.
+fn linear_of<E: Float>(
+    x: &[E],
+    w: View<'_, E>,
+    bias: Option<&[E]>,
+    onto: Option<&[E]>,
+    (m, k, n): (usize, usize, usize),
+    y: &mut [MaybeUninit<E>],
+) {
+    assert_eq!(x.len(), m * k);
     assert_eq!(y.len(), m * n);
     assert!(
         onto.is_none_or(|r| r.len() == m * n),
         "a residual of another shape"
     );
     let output = start_output(y, n, bias, onto);
-    matmul((m, n, k), View::rows(x, k), View::rows(w, n), y, output);
+    matmul((m, n, k), View::rows(x, k), w, y, output);
 }
 
 /// Starts a product's output `y` (rows `n` wide) as what the product is to be accumulated onto,

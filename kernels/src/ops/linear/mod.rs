@@ -1,7 +1,8 @@
 //! The Linear layer `x·W + b` with `W` `[in, out]`, as `burn::tensor::module::linear`, and a
 //! residual branch's output projection `r + x·W + b` as one op: what the model calls (fused on
-//! the CPU, Burn's own elsewhere), the fused op's host adapter and its backward pass. The
-//! kernels are in [`kernel`].
+//! the CPU, Burn's own elsewhere), the fused op's host adapter and its backward pass; and, for
+//! inference, the same layer with its weight stored `[out, in]` (a head tied to the token
+//! embedding), [`linear_transposed`]. The kernels are in [`kernel`].
 
 pub mod kernel;
 
@@ -13,7 +14,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::fused::autodiff::{record, register};
+use crate::fused::autodiff::{constant, record, register};
 use crate::fused::host::{CpuBackend, HostTensor, Output, rows_and_last, with_float};
 use crate::fused::{Optional, fused};
 
@@ -43,6 +44,37 @@ pub fn linear_onto<const D: usize>(
     fused_linear(x, weight, bias, Some(residual))
 }
 
+/// `x·tableᵀ + bias` for `x` `[.., in]` and `table` `[out, in]` (a head tied to the token
+/// embedding, as stored), without autodiff: the logits of generated tokens. Fused on the CPU off
+/// autodiff, where it reads the table in place as a transposed view and a generated token's single
+/// row runs on every thread (`cpu::gemm`); Burn's matmul packs the whole table into a copy at
+/// every token instead (36% of `generate`'s time at GPT-2's size, BENCHMARKS.md). Elsewhere, and
+/// under autodiff, Burn's ops compute `(table·xᵀ)ᵀ`, which reads the table as stored too: a
+/// product with `tableᵀ` would copy it into `[in, out]` order first.
+pub fn linear_transposed<const D: usize>(
+    x: Tensor<D>,
+    table: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let [out, inputs] = table.dims();
+    dims[D - 1] = out;
+    if !fused(&x) || D < 2 || x.device().is_autodiff() {
+        let xt = x.reshape([-1, inputs as i64]).transpose();
+        let y = table.matmul(xt).transpose();
+        let y = match bias {
+            Some(bias) => y + bias.unsqueeze(),
+            None => y,
+        };
+        return y.reshape(dims);
+    }
+    Tensor::from_dispatch(<Dispatch as LinearOps>::fused_linear_transposed(
+        x.into_dispatch(),
+        table.into_dispatch(),
+        bias.map(Tensor::into_dispatch).into(),
+    ))
+}
+
 fn fused_linear<const D: usize>(
     x: Tensor<D>,
     weight: Tensor<2>,
@@ -65,6 +97,12 @@ pub trait LinearOps: Backend {
         #[extension_type] bias: Optional<Self>,
         #[extension_type] residual: Optional<Self>,
     ) -> FloatTensor<Self>;
+
+    fn fused_linear_transposed(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        #[extension_type] bias: Optional<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 impl<B: CpuBackend> LinearOps for B {
@@ -74,21 +112,53 @@ impl<B: CpuBackend> LinearOps for B {
         bias: Optional<B>,
         residual: Optional<B>,
     ) -> FloatTensor<B> {
-        with_float!(x.dtype(), E => {
-            let mut dims = x.dims();
-            let (m, k) = rows_and_last(&dims);
-            let n = w.dims()[1];
-            let (xs, ws) = (x.values::<E>(), w.values::<E>());
-            let (b, r) = (bias.into_option(), residual.into_option());
-            let b = b.as_ref().map(|b| b.values::<E>());
-            let r = r.as_ref().map(|r| r.values::<E>());
-            let mut y = Output::new(m * n, "linear: y");
-            kernel::linear(&xs, &ws, b.as_deref(), r.as_deref(), (m, k, n), y.slots());
-            *dims.last_mut().expect("rank >= 1") = n;
-            // SAFETY: linear writes every element of its output.
-            HostTensor::from_values(unsafe { y.written() }, dims)
-        })
+        host_linear(x, w, (bias, residual), Layout::InOut)
     }
+
+    fn fused_linear_transposed(
+        x: FloatTensor<B>,
+        table: FloatTensor<B>,
+        bias: Optional<B>,
+    ) -> FloatTensor<B> {
+        host_linear(x, table, (bias, Optional::Absent), Layout::OutIn)
+    }
+}
+
+/// How the weight is stored: `[in, out]` (Burn's Linear) or `[out, in]` (a tied head's table).
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    InOut,
+    OutIn,
+}
+
+/// The forward of either layout on host tensors.
+fn host_linear<B: CpuBackend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    (bias, residual): (Optional<B>, Optional<B>),
+    layout: Layout,
+) -> FloatTensor<B> {
+    with_float!(x.dtype(), E => {
+        let mut dims = x.dims();
+        let (m, k) = rows_and_last(&dims);
+        let (w_dims, (xs, ws)) = (w.dims(), (x.values::<E>(), w.values::<E>()));
+        let (b, r) = (bias.into_option(), residual.into_option());
+        let b = b.as_ref().map(|b| b.values::<E>());
+        let r = r.as_ref().map(|r| r.values::<E>());
+        let (b, r) = (b.as_deref(), r.as_deref());
+        let n = match layout {
+            Layout::InOut => w_dims[1],
+            Layout::OutIn => w_dims[0],
+        };
+        let mut y = Output::new(m * n, "linear: y");
+        match layout {
+            Layout::InOut => kernel::linear(&xs, &ws, b, r, (m, k, n), y.slots()),
+            Layout::OutIn => kernel::linear_transposed(&xs, &ws, b, r, (m, k, n), y.slots()),
+        }
+        *dims.last_mut().expect("rank >= 1") = n;
+        // SAFETY: both kernels write every element of their output.
+        HostTensor::from_values(unsafe { y.written() }, dims)
+    })
 }
 
 impl<B: CpuBackend, C: CheckpointStrategy> LinearOps for Autodiff<B, C> {
@@ -110,6 +180,21 @@ impl<B: CpuBackend, C: CheckpointStrategy> LinearOps for Autodiff<B, C> {
             (None, Some(r)) => record::<B, C, _, 3>([x, w, r], has, forward::<B, 3>(has)),
             (Some(b), Some(r)) => record::<B, C, _, 4>([x, w, b, r], has, forward::<B, 4>(has)),
         }
+    }
+
+    /// Not differentiated: [`linear_transposed`] takes Burn's ops under autodiff, so this runs
+    /// only when called directly, and its result is a constant.
+    fn fused_linear_transposed(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        bias: Optional<Self>,
+    ) -> FloatTensor<Self> {
+        let bias = bias.into_option().map(|b| b.into_primitive());
+        constant::<B, C>(B::fused_linear_transposed(
+            x.into_primitive(),
+            table.into_primitive(),
+            bias.into(),
+        ))
     }
 }
 
