@@ -3,7 +3,9 @@
 //! output starts as the bias and the product is accumulated onto it). A residual branch's output
 //! projection `r + x·W + b` is one call the same way: the output starts as `r + b`, which spares
 //! the separate add (a pass over three `m × n` tensors on one thread, and an allocation) and its
-//! bookkeeping; its gradient is `dy` itself. The products are [`crate::cpu::gemm`]'s.
+//! bookkeeping; its gradient is `dy` itself. [`linear_transposed`] is the same forward for a
+//! weight stored `[out, in]` (a tied head's table at generation). The products are
+//! [`crate::cpu::gemm`]'s.
 
 use std::mem::MaybeUninit;
 

@@ -45,12 +45,12 @@ pub fn linear_onto<const D: usize>(
 }
 
 /// `x·tableᵀ + bias` for `x` `[.., in]` and `table` `[out, in]` (a head tied to the token
-/// embedding, as stored), without autodiff: the logits of generated tokens. Fused on the CPU off
-/// autodiff, where it reads the table in place as a transposed view and a generated token's single
-/// row runs on every thread (`cpu::gemm`); Burn's matmul packs the whole table into a copy at
-/// every token instead (36% of `generate`'s time at GPT-2's size, BENCHMARKS.md). Elsewhere, and
-/// under autodiff, Burn's ops compute `(table·xᵀ)ᵀ`, which reads the table as stored too: a
-/// product with `tableᵀ` would copy it into `[in, out]` order first.
+/// embedding, as stored). Fused on the CPU off autodiff (the logits of generated tokens), where
+/// it reads the table in place as a transposed view and a generated token's single row runs on
+/// every thread (`cpu::gemm`); Burn's matmul packs the whole table into a copy at every token
+/// instead (36% of `generate`'s time at GPT-2's size, BENCHMARKS.md). Elsewhere, and under
+/// autodiff (no backward is fused), Burn's ops compute `(table·xᵀ)ᵀ`, which reads the table as
+/// stored too: a product with `tableᵀ` would copy it into `[in, out]` order first.
 pub fn linear_transposed<const D: usize>(
     x: Tensor<D>,
     table: Tensor<2>,
