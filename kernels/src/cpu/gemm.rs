@@ -871,14 +871,11 @@ mod tests {
             let (a, b) = (values(k, 9.0), values(k * n, 10.0));
             let bt = transpose(&b, k, n);
             let want = reference((1, n, k), &a, &b);
+            let to_f32 = |v: &[f64]| -> Vec<f32> { v.iter().map(|&x| x as f32).collect() };
+            let (a32, b32, bt32) = (to_f32(&a), to_f32(&b), to_f32(&bt));
             for transposed in [false, true] {
                 for into in [Destination::Overwrite, Destination::Accumulate] {
                     let on = |threads: usize| {
-                        let (a32, b32, bt32): (Vec<f32>, Vec<f32>, Vec<f32>) = (
-                            a.iter().map(|&x| x as f32).collect(),
-                            b.iter().map(|&x| x as f32).collect(),
-                            bt.iter().map(|&x| x as f32).collect(),
-                        );
                         let start = |i: usize| match into {
                             Destination::Overwrite => f32::NAN,
                             Destination::Accumulate => i as f32,

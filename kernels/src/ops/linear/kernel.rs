@@ -3,8 +3,8 @@
 //! output starts as the bias and the product is accumulated onto it). A residual branch's output
 //! projection `r + x·W + b` is one call the same way: the output starts as `r + b`, which spares
 //! the separate add (a pass over three `m × n` tensors on one thread, and an allocation) and its
-//! bookkeeping; its gradient is `dy` itself. [`linear_transposed`] is the same forward for a
-//! weight stored `[out, in]` (a tied head's table at generation). The products are
+//! bookkeeping; its gradient is `dy` itself. [`linear_stored`] is the same forward for a weight
+//! stored `[out, in]` too (a tied head's table at generation). The products are
 //! [`crate::cpu::gemm`]'s.
 
 use std::mem::MaybeUninit;
@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::cpu::gemm::{Destination, View, matmul};
 use crate::cpu::vector::{add_rows, sum_parts};
 use crate::cpu::{Float, rows_per_task};
+use crate::ops::head_loss::kernel::HeadWeight;
 
 /// `y` (`m × n`) `= onto + x·w + bias` for `x` `m × k`, `w` `k × n`, and `onto` (the residual
 /// stream, `m × n`) and `bias` (`n`) where given. Writes every element of `y`, which may start
@@ -23,42 +24,34 @@ pub fn linear<E: Float>(
     w: &[E],
     bias: Option<&[E]>,
     onto: Option<&[E]>,
-    (m, k, n): (usize, usize, usize),
+    shape: (usize, usize, usize),
     y: &mut [MaybeUninit<E>],
 ) {
-    assert_eq!(w.len(), k * n);
-    linear_of(x, View::rows(w, n), bias, onto, (m, k, n), y);
+    linear_stored(x, (w, HeadWeight::InOut), bias, onto, shape, y);
 }
 
-/// [`linear`] with the weight stored `[out, in]`: `y = onto + x·tableᵀ + bias` for `table`
-/// `n × k` (a head tied to the token embedding), read in place as a transposed view.
-pub fn linear_transposed<E: Float>(
+/// [`linear`] with the weight stored either way: `[in, out]` ([`HeadWeight::InOut`]), or
+/// `[out, in]` ([`HeadWeight::Tied`], a head tied to the token embedding), read in place as a
+/// transposed view.
+pub(crate) fn linear_stored<E: Float>(
     x: &[E],
-    table: &[E],
-    bias: Option<&[E]>,
-    onto: Option<&[E]>,
-    (m, k, n): (usize, usize, usize),
-    y: &mut [MaybeUninit<E>],
-) {
-    assert_eq!(table.len(), n * k);
-    linear_of(x, View::transposed(table, k), bias, onto, (m, k, n), y);
-}
-
-/// Both layouts' forward, given the weight as a `k × n` view.
-fn linear_of<E: Float>(
-    x: &[E],
-    w: View<'_, E>,
+    (w, layout): (&[E], HeadWeight),
     bias: Option<&[E]>,
     onto: Option<&[E]>,
     (m, k, n): (usize, usize, usize),
     y: &mut [MaybeUninit<E>],
 ) {
     assert_eq!(x.len(), m * k);
+    assert_eq!(w.len(), k * n);
     assert_eq!(y.len(), m * n);
     assert!(
         onto.is_none_or(|r| r.len() == m * n),
         "a residual of another shape"
     );
+    let w = match layout {
+        HeadWeight::InOut => View::rows(w, n),
+        HeadWeight::Tied => View::transposed(w, k),
+    };
     let output = start_output(y, n, bias, onto);
     matmul((m, n, k), View::rows(x, k), w, y, output);
 }

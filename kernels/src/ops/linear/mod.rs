@@ -17,6 +17,7 @@ use burn::tensor::Tensor;
 use crate::fused::autodiff::{constant, record, register};
 use crate::fused::host::{CpuBackend, HostTensor, Output, rows_and_last, with_float};
 use crate::fused::{Optional, fused};
+use crate::ops::head_loss::kernel::HeadWeight;
 
 /// `x·weight + bias` for `x` `[.., in]` and `weight` `[in, out]`.
 pub fn linear<const D: usize>(
@@ -56,10 +57,9 @@ pub fn linear_transposed<const D: usize>(
     table: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
-    let mut dims = x.dims();
-    let [out, inputs] = table.dims();
-    dims[D - 1] = out;
     if !fused(&x) || D < 2 || x.device().is_autodiff() {
+        let (mut dims, [out, inputs]) = (x.dims(), table.dims());
+        dims[D - 1] = out;
         let xt = x.reshape([-1, inputs as i64]).transpose();
         let y = table.matmul(xt).transpose();
         let y = match bias {
@@ -112,7 +112,7 @@ impl<B: CpuBackend> LinearOps for B {
         bias: Optional<B>,
         residual: Optional<B>,
     ) -> FloatTensor<B> {
-        host_linear(x, w, (bias, residual), Layout::InOut)
+        host_linear(x, (w, HeadWeight::InOut), (bias, residual))
     }
 
     fn fused_linear_transposed(
@@ -120,43 +120,32 @@ impl<B: CpuBackend> LinearOps for B {
         table: FloatTensor<B>,
         bias: Optional<B>,
     ) -> FloatTensor<B> {
-        host_linear(x, table, (bias, Optional::Absent), Layout::OutIn)
+        host_linear(x, (table, HeadWeight::Tied), (bias, Optional::Absent))
     }
 }
 
-/// How the weight is stored: `[in, out]` (Burn's Linear) or `[out, in]` (a tied head's table).
-#[derive(Debug, Clone, Copy)]
-enum Layout {
-    InOut,
-    OutIn,
-}
-
-/// The forward of either layout on host tensors.
+/// The forward of either layout of the weight on host tensors.
 fn host_linear<B: CpuBackend>(
     x: FloatTensor<B>,
-    w: FloatTensor<B>,
+    (w, layout): (FloatTensor<B>, HeadWeight),
     (bias, residual): (Optional<B>, Optional<B>),
-    layout: Layout,
 ) -> FloatTensor<B> {
     with_float!(x.dtype(), E => {
         let mut dims = x.dims();
         let (m, k) = rows_and_last(&dims);
-        let (w_dims, (xs, ws)) = (w.dims(), (x.values::<E>(), w.values::<E>()));
+        let n = match layout {
+            HeadWeight::InOut => w.dims()[1],
+            HeadWeight::Tied => w.dims()[0],
+        };
+        let (xs, ws) = (x.values::<E>(), w.values::<E>());
         let (b, r) = (bias.into_option(), residual.into_option());
         let b = b.as_ref().map(|b| b.values::<E>());
         let r = r.as_ref().map(|r| r.values::<E>());
-        let (b, r) = (b.as_deref(), r.as_deref());
-        let n = match layout {
-            Layout::InOut => w_dims[1],
-            Layout::OutIn => w_dims[0],
-        };
         let mut y = Output::new(m * n, "linear: y");
-        match layout {
-            Layout::InOut => kernel::linear(&xs, &ws, b, r, (m, k, n), y.slots()),
-            Layout::OutIn => kernel::linear_transposed(&xs, &ws, b, r, (m, k, n), y.slots()),
-        }
+        let w = (&ws[..], layout);
+        kernel::linear_stored(&xs, w, b.as_deref(), r.as_deref(), (m, k, n), y.slots());
         *dims.last_mut().expect("rank >= 1") = n;
-        // SAFETY: both kernels write every element of their output.
+        // SAFETY: linear_stored writes every element of its output.
         HostTensor::from_values(unsafe { y.written() }, dims)
     })
 }
