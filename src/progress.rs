@@ -2,7 +2,8 @@
 //! (CI logs, `| tee`, nohup), with eval results and samples printed as they come.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ember_train::metrics::{EvalRecord, StepRecord};
 use ember_train::sys::mib;
@@ -12,6 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Progress {
     bar: Option<ProgressBar>,
     steps: usize,
+    /// When the checkpoint being written was started.
+    checkpoint_started: Option<Instant>,
 }
 
 impl Progress {
@@ -28,7 +31,11 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
-        Self { bar, steps }
+        Self {
+            bar,
+            steps,
+            checkpoint_started: None,
+        }
     }
 
     /// Prints above the bar (or plainly).
@@ -80,11 +87,36 @@ impl StepHooks for Progress {
         ));
     }
 
-    fn on_checkpoint(&mut self, step: usize, path: &std::path::Path) {
-        self.println(format!("checkpoint step {step}: {}", path.display()));
+    fn before_checkpoint(&mut self, _step: usize) {
+        self.checkpoint_started = Some(Instant::now());
+    }
+
+    /// The checkpoint's folder, its size and how long it took to write: at GPT-2's size a
+    /// checkpoint is 1.5 GB and seconds of the run.
+    fn on_checkpoint(&mut self, step: usize, path: &Path) {
+        let took = self
+            .checkpoint_started
+            .take()
+            .map(|start| format!(", {:.1} s", start.elapsed().as_secs_f64()))
+            .unwrap_or_default();
+        self.println(format!(
+            "checkpoint step {step}: {} ({}{took})",
+            path.display(),
+            mib(folder_bytes(path))
+        ));
     }
 
     fn on_sample(&mut self, step: usize, text: &str) {
         self.println(format!("---- sample at step {step} ----\n{text}\n----"));
     }
+}
+
+/// The bytes of the files in `dir` (a checkpoint's folder holds no subfolders).
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|meta| meta.len())
+        .sum()
 }

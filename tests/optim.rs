@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::module::ParamGroup;
+use burn::module::{Module, ParamGroup};
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{cpu, values};
@@ -154,4 +154,67 @@ fn clipping_scales_all_gradients_together_inside_the_update() {
             "{path}: clipping inside the update differs from scaling first"
         );
     }
+}
+
+/// What a burnpack file holds, in a form that does not depend on the order its tensors were
+/// written in (the optimizer's state is kept in a hash map).
+type PackContents = (
+    std::collections::BTreeMap<String, (burn::tensor::DType, Vec<usize>, Option<u64>, Vec<u8>)>,
+    std::collections::BTreeMap<String, burn_pack::Scalar>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn contents(bytes: burn::tensor::Bytes) -> PackContents {
+    let reader = burn_pack::Reader::from_bytes(bytes).unwrap();
+    let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
+    let tensors = reader
+        .into_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let (name, dtype, shape, id, bytes) = t.into_parts().unwrap();
+            (name, (dtype, shape.to_vec(), id, bytes.to_vec()))
+        })
+        .collect();
+    (tensors, scalars, metadata)
+}
+
+/// Ember writes the model's record and the optimizer's itself (each parameter and moment read in
+/// one slice copy, not element by element as Burn's records read them), and they are the records
+/// Burn writes: the model's file byte for byte, and the optimizer's state, read back by Burn's own
+/// `AdamW` and written again by it, the same tensors, scalars and paths.
+#[test]
+fn checkpoint_records_are_the_ones_burn_writes() {
+    let (model, grads) = model_and_grads();
+    let train = TrainSection {
+        weight_decay: 0.1,
+        ..TrainSection::default()
+    };
+    let mut optimizer = adamw(&train);
+    let model = optim::step(&mut optimizer, 0.01, model, grads, 1.0);
+    let grads = grads_of(&model);
+    let model = optim::step(&mut optimizer, 0.01, model, grads, 0.5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bpk");
+    ember_train::checkpoint::write_model(&model, &path).unwrap();
+    let burns = model.clone().into_record().into_bytes().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), burns.to_vec());
+
+    let ours = optimizer.into_bytes().unwrap();
+    let rewritten = burn::optim::AdamWConfig::new()
+        .init()
+        .from_bytes(ours.clone())
+        .unwrap()
+        .into_bytes()
+        .unwrap();
+    let (tensors, scalars, paths) = contents(ours);
+    assert_eq!(tensors.len(), 2 * parameters(&model).len());
+    assert_eq!(scalars.len(), 2 * parameters(&model).len());
+    assert!(
+        scalars
+            .values()
+            .any(|s| *s == burn_pack::Scalar::from(2usize))
+    );
+    assert_eq!((tensors, scalars, paths), contents(rewritten));
 }

@@ -20,4 +20,4 @@ pub use export::{from_safetensors, to_safetensors};
 pub use gpt::{Gpt, Head, KvCache};
 pub use hf::{from_hf, to_hf};
 pub use layers::LAYER_NORM_EPS;
-pub use parameters::{Parameter, parameters, with_values};
+pub use parameters::{Parameter, ValuesReader, parameters, with_readers, with_values};

@@ -3,6 +3,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{DType, Tensor, TensorData};
+use ember_kernels::ops;
 
 /// One float parameter of a module.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,31 +18,35 @@ pub struct Parameter {
 /// Every float parameter of `module`, in the order Burn visits them.
 pub fn parameters<M: Module>(module: &M) -> Vec<Parameter> {
     let mut out = Vec::new();
-    module.visit(&mut Walk {
-        path: Vec::new(),
-        with_values: false,
-        found: |p, _| out.push(p),
-    });
+    with_readers(module, |p, _| out.push(p));
     out
 }
 
 /// Calls `found` with every float parameter of `module` and its values, in the order Burn visits
 /// them.
 pub fn with_values<M: Module>(module: &M, mut found: impl FnMut(Parameter, TensorData)) {
+    with_readers(module, |p, read| found(p, read()));
+}
+
+/// What reads a parameter's values when called (a copy of them as they are then, whatever else
+/// holds the tensor: [`ops::snapshot`]), so that a writer can read one parameter at a time.
+pub type ValuesReader = Box<dyn Fn() -> TensorData + Send + Sync>;
+
+/// Calls `found` with every float parameter of `module` and what reads its values, in the order
+/// Burn visits them.
+pub fn with_readers<M: Module>(module: &M, found: impl FnMut(Parameter, ValuesReader)) {
     module.visit(&mut Walk {
         path: Vec::new(),
-        with_values: true,
-        found: |p, values: Option<TensorData>| found(p, values.expect("asked for")),
+        found,
     });
 }
 
 struct Walk<F> {
     path: Vec<String>,
-    with_values: bool,
     found: F,
 }
 
-impl<F: FnMut(Parameter, Option<TensorData>)> ModuleVisitor for Walk<F> {
+impl<F: FnMut(Parameter, ValuesReader)> ModuleVisitor for Walk<F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name.to_string());
     }
@@ -56,6 +61,6 @@ impl<F: FnMut(Parameter, Option<TensorData>)> ModuleVisitor for Walk<F> {
             dtype: value.dtype(),
             shape: value.dims().to_vec(),
         };
-        (self.found)(parameter, self.with_values.then(|| value.into_data()));
+        (self.found)(parameter, Box::new(move || ops::snapshot(value.clone())));
     }
 }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
+use ember_kernels::ops;
 use sha2::{Digest, Sha256};
 
 use crate::error::TrainError;
@@ -120,7 +121,8 @@ struct HashParams(Sha256);
 
 impl ModuleVisitor for HashParams {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let data = param.val().into_data();
+        // The model shares the tensor: `ops::snapshot` copies it in one pass, not element by element.
+        let data = ops::snapshot(param.val());
         self.0.update(data.as_bytes());
     }
 }

@@ -26,6 +26,8 @@ pub mod layer_norm;
 #[allow(deprecated)]
 pub mod linear;
 #[allow(deprecated)]
+pub mod snapshot;
+#[allow(deprecated)]
 pub mod sum_of_squares;
 
 pub use adamw::adamw;
@@ -37,4 +39,5 @@ pub use gelu::gelu;
 pub use head_loss::{HeadWeight, head_loss};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_onto, linear_transposed};
+pub use snapshot::snapshot;
 pub use sum_of_squares::sum_of_squares;

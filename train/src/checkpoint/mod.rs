@@ -38,7 +38,7 @@ use crate::run_dir::{atomic_write, write_synced};
 use crate::sys::free_disk_bytes;
 use crate::tokenizer::{TOKENIZER_JSON, Tokenizer, TokenizerKind, VOCAB_JSON};
 
-pub use records::{decode_model, decode_optimizer};
+pub use records::{decode_model, decode_optimizer, write_model};
 
 /// Bumped whenever the layout or meaning of a checkpoint changes: 2 added tokenizers other than
 /// characters (the tokenizer's file may be `tokenizer.json`, or absent). Format 1 checkpoints
@@ -169,9 +169,10 @@ impl Checkpoints {
     /// atomically, points `latest` at it and prunes old ones; returns its folder. On failure
     /// nothing is left half-written ([`TrainError::CheckpointWrite`]).
     ///
-    /// Each record is serialized straight into its file, one after the other, so that a
-    /// checkpoint adds a copy of the weights or the moments to the process's memory (Burn's
-    /// record), never their serialized bytes as well: at GPT-2's size that halved the peak.
+    /// Each record is serialized straight into its file, one after the other, never held as
+    /// serialized bytes as well (at GPT-2's size that halved the peak): the model's one
+    /// parameter at a time ([`write_model`]), the optimizer's from Burn's record, a copy of the
+    /// moments (Burn keeps the optimizer's state to itself).
     pub fn save(
         &self,
         model: &Gpt,
@@ -192,9 +193,7 @@ impl Checkpoints {
                 "model.bpk",
                 FileContents::Written {
                     bytes: 4 * params,
-                    write: Box::new(|path| {
-                        model.clone().into_record().save(path).map_err(record_error)
-                    }),
+                    write: Box::new(|path| write_model(model, path).map_err(std::io::Error::other)),
                 },
             ),
             (

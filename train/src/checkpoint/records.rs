@@ -1,5 +1,6 @@
-//! The model and optimizer records of a checkpoint, decoded into a model and an optimizer, with
-//! every assumption Burn's loaders make checked first.
+//! The model and optimizer records of a checkpoint: the model's written ([`write_model`]), and
+//! both decoded into a model and an optimizer, with every assumption Burn's loaders make checked
+//! first.
 //!
 //! Burn 0.22.1 returns an error for some damaged records and panics on others (see
 //! `docs/burn-upstream.md` for minimal inputs):
@@ -27,13 +28,34 @@ use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, DType, Device};
 use burn_pack::{Reader, Scalar};
-use ember_model::{Gpt, GptConfig, Parameter, parameters};
+use ember_model::{Gpt, GptConfig, Parameter, parameters, with_readers};
 
 use crate::guard::without_panic;
 
 use crate::TrainError;
 use crate::config::TrainSection;
 use crate::optim::adamw;
+
+/// Writes the record of `model` to `path`: the file Burn's `model.into_record().save(path)`
+/// writes, byte for byte (a test holds it to that), with each parameter copied out only when
+/// the writer reaches it. Burn's record copies every weight first, element by element (see
+/// [`ember_kernels::ops::snapshot`]), and holds a second copy of the model while it writes; this
+/// copies each tensor in one pass and holds one at a time.
+pub fn write_model(model: &Gpt, path: &Path) -> Result<(), burn_pack::Error> {
+    let mut tensors = Vec::new();
+    with_readers(model, |param, read| {
+        let bytes = param.shape.iter().product::<usize>() * param.dtype.size();
+        tensors.push(burn_pack::Tensor::deferred(
+            param.path,
+            param.dtype,
+            param.shape,
+            Some(param.id.val()),
+            bytes,
+            move || Ok(read().into_bytes()),
+        ));
+    });
+    burn_pack::Writer::new(tensors).write_to_file(path)
+}
 
 /// The model a checkpoint's `model.bpk` holds, for the architecture `gpt`, on `device`.
 /// `dir` names the checkpoint in the error.
