@@ -28,8 +28,8 @@ pub fn with_values<M: Module>(module: &M, mut found: impl FnMut(Parameter, Tenso
     with_readers(module, |p, read| found(p, read()));
 }
 
-/// What reads a parameter's values when called (a copy of them as they are then, whatever else
-/// holds the tensor: [`ops::snapshot`]), so that a writer can read one parameter at a time.
+/// What reads a parameter's values when called (as they are then, from the tensor's own buffer:
+/// [`ops::snapshot`]), so that a writer can read one parameter at a time.
 pub type ValuesReader = Box<dyn Fn() -> TensorData + Send + Sync>;
 
 /// Calls `found` with every float parameter of `module` and what reads its values, in the order

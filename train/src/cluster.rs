@@ -121,7 +121,8 @@ struct HashParams(Sha256);
 
 impl ModuleVisitor for HashParams {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        // The model shares the tensor: `ops::snapshot` copies it in one pass, not element by element.
+        // The model holds the tensor too: `ops::snapshot` reads it in place, where `into_data`
+        // would copy it element by element.
         let data = ops::snapshot(param.val());
         self.0.update(data.as_bytes());
     }

@@ -2,7 +2,7 @@
 //!
 //! The update is Burn's AdamW formula, one fused pass per parameter tensor on the CPU backends
 //! ([`ember_kernels::ops::adamw`]); its state is Burn's `AdamWState`, recorded as Burn records it
-//! ([`Moments`]), so a checkpoint holds the same optimizer record as `burn::optim::AdamW` would. Burn's AdamW defaults differ from
+//! (`Moments`), so a checkpoint holds the same optimizer record as `burn::optim::AdamW` would. Burn's AdamW defaults differ from
 //! PyTorch's (beta2 0.999, eps 1e-5, weight decay 1e-4), so every value comes from the config. Weight decay applies to matrices only: Linear weights and
 //! both embeddings (nanoGPT decays every parameter of rank >= 2, embeddings included); biases and
 //! LayerNorm scales and shifts are not decayed.
@@ -91,8 +91,8 @@ impl Optimizer for AdamW {
 /// Ember's AdamW never keeps), recorded under the names, in the order and with the values Burn's
 /// derived `RecordState` gives it, and read back by Burn's own code; a test holds the two to the
 /// same record. What differs is how the moments are read: Burn's copies a tensor the optimizer
-/// still holds element by element, [`ops::snapshot`] in one slice copy (with the weights' copies,
-/// about 10.7 s of a 16 s GPT-2 124M checkpoint before).
+/// still holds element by element (with the weights' copies, about 10.7 s of a 16 s GPT-2 124M
+/// checkpoint), [`ops::snapshot`] reads it in place.
 #[derive(Clone)]
 struct Moments<const D: usize>(AdamWState<D>);
 

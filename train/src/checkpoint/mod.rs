@@ -169,10 +169,10 @@ impl Checkpoints {
     /// atomically, points `latest` at it and prunes old ones; returns its folder. On failure
     /// nothing is left half-written ([`TrainError::CheckpointWrite`]).
     ///
-    /// Each record is serialized straight into its file, one after the other, never held as
-    /// serialized bytes as well (at GPT-2's size that halved the peak): the model's one
-    /// parameter at a time ([`write_model`]), the optimizer's from Burn's record, a copy of the
-    /// moments (Burn keeps the optimizer's state to itself).
+    /// Each record is serialized straight into its file, one after the other, from the weights'
+    /// and the moments' own buffers ([`write_model`], and the optimizer's state recorded by
+    /// `optim::Moments`): a checkpoint adds neither a copy of them nor their serialized bytes to
+    /// the process's memory.
     pub fn save(
         &self,
         model: &Gpt,

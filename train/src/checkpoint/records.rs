@@ -37,10 +37,10 @@ use crate::config::TrainSection;
 use crate::optim::adamw;
 
 /// Writes the record of `model` to `path`: the file Burn's `model.into_record().save(path)`
-/// writes, byte for byte (a test holds it to that), with each parameter copied out only when
-/// the writer reaches it. Burn's record copies every weight first, element by element (see
-/// [`ember_kernels::ops::snapshot`]), and holds a second copy of the model while it writes; this
-/// copies each tensor in one pass and holds one at a time.
+/// writes, byte for byte (a test holds it to that), each parameter read from the model's own
+/// buffer when the writer reaches it ([`ember_kernels::ops::snapshot`], no copy). Burn's record
+/// copies every weight first, element by element, and holds that copy of the model while it
+/// writes.
 pub fn write_model(model: &Gpt, path: &Path) -> Result<(), burn_pack::Error> {
     let mut tensors = Vec::new();
     with_readers(model, |param, read| {
