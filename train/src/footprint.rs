@@ -3,10 +3,9 @@
 //! kernel half-way through its first step.
 //!
 //! The terms follow what a CPU training step holds at its peak (f32 everywhere):
-//! - per parameter, 20 bytes: the weight, its gradient and AdamW's two moments (16), and what
-//!   writing a checkpoint adds (4: each record is serialized straight into its file, one after
-//!   the other; measured 3.4 at GPT-2 124M, BENCHMARKS.md); with
-//!   gradient accumulation 4 more, the sum beside the micro-batch's gradient;
+//! - per parameter, 16 bytes: the weight, its gradient and AdamW's two moments (a checkpoint adds
+//!   none: its records are written from the weights' and moments' own buffers, BENCHMARKS.md);
+//!   with gradient accumulation 4 more, the sum beside the micro-batch's gradient;
 //! - the activations the backward pass needs, per block: the block input, both LayerNorm outputs
 //!   and their statistics, `qkv` (3d), the attention output, the MLP's hidden layer before and
 //!   after GELU (4d each), i.e. `16d + 4` floats per token, and each query's log-sum-exp of its
@@ -14,10 +13,7 @@
 //!   its backward pass rather than keep `n_head x T x T` per sequence); then the final LayerNorm
 //!   and the head's input gradient (`3d + 2` per token): the fused head and loss scores the
 //!   logits a chunk of rows at a time (one chunk, 8 MiB at small vocabularies, which becomes its
-//!   own gradient) and keeps no logits for backward;
-//!   a checkpoint's copies are counted on top of the step's peak although the memory scope
-//!   trims the heap before each checkpoint (which puts them in its place, nearly): the sum
-//!   stays an upper bound; `batch_size` is the micro-batch's, since
+//!   own gradient) and keeps no logits for backward; `batch_size` is the micro-batch's, since
 //!   micro-batches run one after the other;
 //! - with dropout, its masks and the attention probabilities, which the attention then keeps;
 //! - the data in memory (a text's tokens, about 8 bytes each with the text and its encoding
@@ -39,7 +35,7 @@ use crate::sys::mib;
 const F32: f64 = 4.0;
 const RUNTIME_BYTES: f64 = 18.0 * 1024.0 * 1024.0;
 const BYTES_PER_TOKEN: f64 = 8.0;
-const BYTES_PER_PARAM: f64 = 20.0;
+const BYTES_PER_PARAM: f64 = 16.0;
 
 /// The estimate, term by term, in bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +153,7 @@ mod tests {
         let f = Footprint::estimate(&preset("small", &[]), 65, 1_115_394, 1);
         assert_eq!(
             f.terms[1],
-            ("421697 parameters".to_string(), 20.0 * 421_697.0)
+            ("421697 parameters".to_string(), 16.0 * 421_697.0)
         );
         // Per block: 32 x 64 tokens x (16 x 128 + 4 + 4 heads' log-sum-exps) floats.
         let blocks = 2.0 * (2048.0 * 2056.0);
