@@ -187,7 +187,7 @@ proptest! {
     }
 
     #[test]
-    fn optimizer_records_never_panic(bytes in mutated(leak(real_checkpoint().0.optimizer.clone()))) {
+    fn optimizer_records_never_panic(bytes in mutated(leak(real_checkpoint().0.optimizer.clone().unwrap()))) {
         let train = saved_config().train;
         let model = saved_model();
         let _ = bounded(&bytes, || checkpoint::decode_optimizer(&train, bytes.clone(), &model, Path::new("ckpt")));
@@ -318,7 +318,7 @@ fn write_checkpoint(dir: &Path, manifest: &[u8]) {
         ("manifest.json", manifest),
         ("state.json", state.as_slice()),
         ("model.bpk", files.model.as_slice()),
-        ("optimizer.bpk", files.optimizer.as_slice()),
+        ("optimizer.bpk", files.optimizer.as_deref().unwrap()),
         ("config.toml", files.config_toml.as_bytes()),
         (
             "vocab.json",
@@ -391,7 +391,10 @@ fn the_seeds_themselves_load() {
     let (gpt, model) = (saved_gpt(), saved_model());
     let train = saved_config().train;
     let ckpt = Path::new("ckpt");
-    assert!(checkpoint::decode_optimizer(&train, files.optimizer.clone(), &model, ckpt).is_ok());
+    assert!(
+        checkpoint::decode_optimizer(&train, files.optimizer.clone().unwrap(), &model, ckpt)
+            .is_ok()
+    );
     assert!(
         ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(files.model.clone())).is_ok()
     );
@@ -441,7 +444,7 @@ fn refused(what: &str, decode: impl FnOnce() -> Result<(), ember_train::TrainErr
 #[test]
 fn an_optimizer_state_of_an_unsupported_rank_is_an_error() {
     let (files, model) = (&real_checkpoint().0, saved_model());
-    let bytes = rewritten(&files.optimizer, |_, scalars| {
+    let bytes = rewritten(files.optimizer.as_ref().unwrap(), |_, scalars| {
         let rank = scalars
             .keys()
             .find(|k| k.ends_with(".__rank"))
@@ -484,15 +487,17 @@ fn incomplete_or_foreign_optimizer_state_is_an_error() {
         })
     };
     // Burn would drop the state silently and restart that parameter's moments from zero.
-    let no_moment = rewritten(&files.optimizer, |tensors, _| {
+    let no_moment = rewritten(files.optimizer.as_ref().unwrap(), |tensors, _| {
         let id = tensors[0].name.split('.').next().unwrap().to_string();
         tensors.retain(|t| t.name != format!("{id}.momentum.moment_2"));
     });
     assert!(decode("a moment missing", no_moment).contains("lacks momentum.moment_2"));
     // Burn panicked on this one before Ember checked for it.
-    let no_id = rewritten(&files.optimizer, |tensors, _| tensors[0].param_id = None);
+    let no_id = rewritten(files.optimizer.as_ref().unwrap(), |tensors, _| {
+        tensors[0].param_id = None
+    });
     assert!(decode("no parameter id", no_id).contains("carries parameter id None"));
-    let wrong_shape = rewritten(&files.optimizer, |tensors, _| {
+    let wrong_shape = rewritten(files.optimizer.as_ref().unwrap(), |tensors, _| {
         let t = &mut tensors[0];
         let bytes = t.to_bytes().unwrap();
         *t = burn_pack::Tensor::new(
@@ -504,7 +509,7 @@ fn incomplete_or_foreign_optimizer_state_is_an_error() {
         );
     });
     assert!(decode("a moment of another shape", wrong_shape).contains("has shape"));
-    let huge_time = rewritten(&files.optimizer, |_, scalars| {
+    let huge_time = rewritten(files.optimizer.as_ref().unwrap(), |_, scalars| {
         let time = scalars
             .keys()
             .find(|k| k.ends_with(".momentum.time"))

@@ -19,6 +19,11 @@ fn model_gradients_match_finite_differences_in_f64() {
         .configure(FloatDType::F64)
         .expect("f64 is configured before any tensor exists");
     let ad = device.clone().autodiff();
+    // In f64 too, parameters not yet drawn are described in the dtype they will have.
+    let fresh = GptConfig::new(7, 8, 2, 2, 5).init(&device);
+    let _ = parameters(&fresh);
+    assert!(!fresh.wte.weight.is_initialized());
+    common::parameters_are_described_without_initializing(&fresh);
     let model = GptConfig::new(7, 8, 2, 2, 5).init(&ad).map(&mut Randomize {
         rng: SplitMix64::new(9),
         scale: 0.4,

@@ -65,6 +65,14 @@ fn presets_have_the_documented_shapes_and_sizes() {
 }
 
 #[test]
+fn parameters_are_described_without_drawing_the_weights() {
+    let model = GptConfig::new(65, 64, 2, 4, 64).init(&cpu());
+    let _ = ember_model::parameters(&model);
+    assert!(!model.wte.weight.is_initialized());
+    common::parameters_are_described_without_initializing(&model);
+}
+
+#[test]
 fn init_follows_gpt2() {
     let model = GptConfig::new(65, 64, 2, 4, 64).init(&cpu());
     let std = |v: Vec<f64>| (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TINY, losses, out_err, train_bin, trained_run};
+use common::{TINY, generate_bin, losses, out_err, train_bin, trained_run};
 use ember_train::{NoHooks, RunConfig, StepHooks, checkpoint};
 
 fn config(out: &Path, name: &str, steps: usize) -> RunConfig {
@@ -218,6 +218,30 @@ fn damaged_or_half_written_checkpoints_are_handled() {
         ckpts.join("step-0000020")
     );
     assert!(checkpoint::load(&ckpts.join("step-0000020")).is_ok());
+
+    // A damaged optimizer file passes a resume over to an older checkpoint, but not a reader of
+    // the model alone (generate, eval, export), which neither reads nor verifies it.
+    let optimizer = ckpts.join("step-0000020/optimizer.bpk");
+    let intact = std::fs::read(&optimizer).unwrap();
+    let mut damaged = intact.clone();
+    damaged[intact.len() / 2] ^= 1;
+    std::fs::write(&optimizer, &damaged).unwrap();
+    let opened = checkpoint::open(&run).unwrap();
+    assert!(opened.dir.ends_with("step-0000015"), "{:?}", opened.dir);
+    assert!(
+        opened.skipped[0].contains("optimizer.bpk: checksum mismatch"),
+        "{:?}",
+        opened.skipped
+    );
+    let model_only = checkpoint::open_parts(&run, checkpoint::Parts::Model).unwrap();
+    assert!(model_only.dir.ends_with("step-0000020"));
+    assert!(model_only.skipped.is_empty() && model_only.files.optimizer.is_none());
+    let o = generate_bin(&["--run", run.to_str().unwrap(), "--max-tokens", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_err(&o));
+    assert!(!out_err(&o).contains("warning"), "{}", out_err(&o));
+    std::fs::write(&optimizer, &intact).unwrap();
 
     // A flipped byte is caught by the manifest: resuming the run names the damaged checkpoint
     // and continues from the newest one that verifies.

@@ -53,14 +53,23 @@ impl<F: FnMut(Parameter, ValuesReader)> ModuleVisitor for Walk<F> {
     fn exit_module(&mut self, _: &str, _: &str) {
         self.path.pop();
     }
+    /// Describes a parameter without initializing it: a model built to have a checkpoint
+    /// loaded into it is checked against the checkpoint first, and drawing its random weights
+    /// only to replace them took 1.8 s at GPT-2 124M (Burn's loader does not draw them either).
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let value = param.val();
+        let dtype = if param.is_initialized() {
+            param.val().dtype()
+        } else {
+            // What Burn's initializers create a parameter in.
+            param.lazy_device().settings().float_dtype.into()
+        };
         let parameter = Parameter {
             path: self.path.join("."),
             id: param.id,
-            dtype: value.dtype(),
-            shape: value.dims().to_vec(),
+            dtype,
+            shape: param.lazy_shape().to_vec(),
         };
-        (self.found)(parameter, Box::new(move || ops::snapshot(value.clone())));
+        let param = param.clone();
+        (self.found)(parameter, Box::new(move || ops::snapshot(param.val())));
     }
 }

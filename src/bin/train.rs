@@ -8,7 +8,7 @@ use clap::Parser;
 use ember::backend;
 use ember::cli::TrainArgs;
 use ember::cluster::{self, Joined};
-use ember::memory::{GLOBAL_COUNTERS, MemoryScope, TrackingAllocator};
+use ember::memory::{GLOBAL_COUNTERS, MemoryScope, ReusingAllocator, TrackingAllocator};
 use ember::progress::Progress;
 use ember::{report, say};
 use ember_train::checkpoint;
@@ -88,13 +88,15 @@ fn run(args: &TrainArgs, joined: &Joined) -> Result<()> {
     let vocab = config.model_vocab(&data.tokenizer)?;
     let char_level = data.tokenizer.kind() == ember_train::tokenizer::TokenizerKind::Char;
     let ranks = joined.collective.size();
-    let mut trainer = Trainer::start(
-        config.clone(),
-        data,
-        selected.device.clone(),
-        start,
-        joined.collective.clone(),
-    )?;
+    let mut trainer = ReusingAllocator::system().while_paused(|| {
+        Trainer::start(
+            config.clone(),
+            data,
+            selected.device.clone(),
+            start,
+            joined.collective.clone(),
+        )
+    })?;
     let gpt = m.gpt(vocab);
     say!(
         "model d={} layers={} heads={} context={} vocab={} params={} | {banner} | {} steps x {} seqs{}{}",

@@ -23,6 +23,22 @@ pub fn cpu() -> Device {
         .device
 }
 
+/// That describing `model`'s parameters (`ember_model::parameters`, what a checkpoint is checked
+/// against before it is loaded) initializes none of them, and that what it says of each, dtype
+/// and shape, is what the parameter is once initialized.
+pub fn parameters_are_described_without_initializing(model: &ember_model::Gpt) {
+    let lazily = ember_model::parameters(model);
+    assert!(lazily.len() > 10);
+    let mut initialized = Vec::new();
+    ember_model::with_values(model, |p, values| {
+        assert_eq!(values.dtype(), p.dtype, "{}", p.path);
+        initialized.push(p);
+    });
+    assert_eq!(lazily, initialized);
+    // Burn's parameters that were read are initialized now; before, they were not.
+    assert!(model.wte.weight.is_initialized());
+}
+
 /// A new run of `config` on `text`, on the test CPU device.
 pub fn new_trainer(config: RunConfig, text: &str) -> Trainer {
     start_on(config, text, cpu(), None)

@@ -87,7 +87,8 @@ pub struct SettingChange {
 /// The files of a checkpoint, as bytes.
 pub struct CheckpointFiles {
     pub model: Vec<u8>,
-    pub optimizer: Vec<u8>,
+    /// `None` when the checkpoint was read for its model alone ([`Parts::Model`]).
+    pub optimizer: Option<Vec<u8>>,
     pub state: CheckpointState,
     pub config_toml: String,
     /// The tokenizer's file, `(name, text)`: `vocab.json` or `tokenizer.json`, none for GPT-2.
@@ -335,16 +336,32 @@ impl Opened {
     }
 }
 
+/// What of a checkpoint a reader needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// Everything: what a resumed run needs.
+    All,
+    /// The model alone, for generation, evaluation and export: the optimizer's state (two thirds
+    /// of the bytes, 1 GB at GPT-2 124M) is neither read nor verified, and a checkpoint whose
+    /// optimizer file alone is damaged still serves its model.
+    Model,
+}
+
 /// Reads and verifies the checkpoint `path` names (see [`resolve`]) under the checkpoints' read
 /// lock. A checkpoint folder named itself is that checkpoint or an error; given a run folder or
 /// its checkpoints folder, a latest checkpoint that fails verification is passed over for the
 /// newest older one that verifies, and the reasons are returned in [`Opened::skipped`].
 pub fn open(path: &Path) -> Result<Opened, TrainError> {
+    open_parts(path, Parts::All)
+}
+
+/// [`open`], reading and verifying only the files `parts` names.
+pub fn open_parts(path: &Path, parts: Parts) -> Result<Opened, TrainError> {
     if path.join(MANIFEST).is_file() {
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         let _lock = CheckpointLock::read(parent.unwrap_or(Path::new(".")))?;
         return Ok(Opened {
-            files: load(path)?,
+            files: load_parts(path, parts)?,
             dir: path.to_path_buf(),
             skipped: Vec::new(),
         });
@@ -353,7 +370,7 @@ pub fn open(path: &Path) -> Result<Opened, TrainError> {
     let latest = resolve(path)?;
     let mut skipped = Vec::new();
     for candidate in std::iter::once(latest.clone()).chain(older_than(&latest)) {
-        match load(&candidate) {
+        match load_parts(&candidate, parts) {
             Ok(files) => {
                 return Ok(Opened {
                     dir: candidate,
@@ -411,6 +428,11 @@ pub fn run_dir_of(checkpoint: &Path) -> PathBuf {
 
 /// Reads a checkpoint and verifies every file against the manifest.
 pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
+    load_parts(dir, Parts::All)
+}
+
+/// Reads the files of a checkpoint `parts` names and verifies them against the manifest.
+pub fn load_parts(dir: &Path, parts: Parts) -> Result<CheckpointFiles, TrainError> {
     let damaged = |file: &str, why: &dyn std::fmt::Display| {
         TrainError::Checkpoint(format!("{}: {why}", dir.join(file).display()))
     };
@@ -461,7 +483,10 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
         .transpose()?;
     Ok(CheckpointFiles {
         model: verified("model.bpk")?,
-        optimizer: verified("optimizer.bpk")?,
+        optimizer: match parts {
+            Parts::All => Some(verified("optimizer.bpk")?),
+            Parts::Model => None,
+        },
         config_toml: text("config.toml")?,
         tokenizer_file,
         state,

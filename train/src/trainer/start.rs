@@ -76,7 +76,13 @@ impl Trainer {
             Start::Resume { checkpoint, files } => {
                 let files = *files;
                 let model = decode_model(&gpt, files.model, &device, &checkpoint)?;
-                let optim = decode_optimizer(&config.train, files.optimizer, &model, &checkpoint)?;
+                let optimizer = files.optimizer.ok_or_else(|| {
+                    TrainError::Checkpoint(format!(
+                        "{}: read without its optimizer state, which a resumed run needs",
+                        checkpoint.display()
+                    ))
+                })?;
+                let optim = decode_optimizer(&config.train, optimizer, &model, &checkpoint)?;
                 let run_dir = run_dir_of(&checkpoint);
                 let mut state = files.state;
                 let lock = if owner {
