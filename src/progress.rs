@@ -97,7 +97,7 @@ impl StepHooks for Progress {
         let took = self
             .checkpoint_started
             .take()
-            .map(|start| format!(", {:.1} s", start.elapsed().as_secs_f64()))
+            .map(|start| format!(", {:.2} s", start.elapsed().as_secs_f64()))
             .unwrap_or_default();
         self.println(format!(
             "checkpoint step {step}: {} ({}{took})",

@@ -2,8 +2,9 @@
 //!
 //! The update is Burn's AdamW formula, one fused pass per parameter tensor on the CPU backends
 //! ([`ember_kernels::ops::adamw`]); its state is Burn's `AdamWState`, recorded as Burn records it
-//! (`Moments`), so a checkpoint holds the same optimizer record as `burn::optim::AdamW` would. Burn's AdamW defaults differ from
-//! PyTorch's (beta2 0.999, eps 1e-5, weight decay 1e-4), so every value comes from the config. Weight decay applies to matrices only: Linear weights and
+//! (`Moments`), so a checkpoint holds the same optimizer record as `burn::optim::AdamW` would.
+//! Burn's AdamW defaults differ from PyTorch's (beta2 0.999, eps 1e-5, weight decay 1e-4), so
+//! every value comes from the config. Weight decay applies to matrices only: Linear weights and
 //! both embeddings (nanoGPT decays every parameter of rank >= 2, embeddings included); biases and
 //! LayerNorm scales and shifts are not decayed.
 //!

@@ -6,10 +6,10 @@
 //! element: 10.7 s of a 16 s GPT-2 124M checkpoint, whose weights the model and whose moments
 //! the optimizer still hold. On the CPU backends the data this returns reads the tensor's own
 //! buffer, no copy made: its bytes hold a handle to the tensor, so the buffer lives as long as
-//! they do and is shared while they do (Burn's in-place ops and the kernels' copy a shared buffer
-//! before they write, so the values read are the ones the tensor had when this was called). A
-//! strided view is copied once. Elsewhere (wgpu, cuda) it is Burn's `into_data`, a read back
-//! from the device.
+//! they do and is shared while they do (Burn's in-place ops and Ember's kernels copy a shared
+//! buffer before they write, so the values read are the ones the tensor had when this was
+//! called). A strided view is copied once. Elsewhere (wgpu, cuda) it is Burn's `into_data`, a
+//! read back from the device.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
