@@ -24,6 +24,6 @@ for round in $(seq "$rounds"); do
     /usr/bin/time -f "  wall %e s, peak RSS %M KiB" "$binary" --preset gpt2 --steps 2 \
       --out "$dir/runs" --set 'run.name="g"' --set train.eval_every=0 \
       --set train.sample_every=0 --set train.sample_tokens=0 --set model.context=64 \
-      --set train.batch_size=4 2>&1 | grep -E "^checkpoint step|wall" | sed 's/^checkpoint/  checkpoint/'
+      --set train.batch_size=4 2>&1 | grep -E "^checkpoint step|^  wall" | sed 's/^checkpoint/  checkpoint/'
   done
 done

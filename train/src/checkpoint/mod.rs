@@ -240,22 +240,30 @@ impl Checkpoints {
             fs::remove_dir_all(tmp)?;
         }
         fs::create_dir(tmp)?;
-        let mut manifest = BTreeMap::new();
-        for (file, contents) in entries {
-            let path = tmp.join(file);
-            let digest = match contents {
-                FileContents::Bytes(bytes) => {
-                    write_synced(&path, bytes)?;
-                    sha256(bytes)
-                }
-                FileContents::Written { write, .. } => {
-                    write(&path)?;
-                    fs::File::open(&path)?.sync_all()?;
-                    sha256_of_file(&path)?
-                }
-            };
-            manifest.insert(file.to_string(), digest);
-        }
+        // Each file is hashed on another thread while the next is written: a record's file is
+        // hashed by reading it back, a second of a GPT-2 124M checkpoint.
+        let manifest = std::thread::scope(|scope| {
+            let mut digests = Vec::new();
+            for (file, contents) in entries {
+                let path = tmp.join(file);
+                let digest = match contents {
+                    FileContents::Bytes(bytes) => {
+                        write_synced(&path, bytes)?;
+                        scope.spawn(move || Ok(sha256(bytes)))
+                    }
+                    FileContents::Written { write, .. } => {
+                        write(&path)?;
+                        fs::File::open(&path)?.sync_all()?;
+                        scope.spawn(move || sha256_of_file(&path))
+                    }
+                };
+                digests.push((file.to_string(), digest));
+            }
+            digests
+                .into_iter()
+                .map(|(file, digest)| Ok((file, digest.join().expect("hashing does not panic")?)))
+                .collect::<std::io::Result<BTreeMap<String, String>>>()
+        })?;
         let manifest = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
         write_synced(&tmp.join(MANIFEST), &manifest)?;
         fs::File::open(tmp)?.sync_all()?;
