@@ -15,6 +15,13 @@ pub struct Parameter {
     pub shape: Vec<usize>,
 }
 
+impl Parameter {
+    /// The bytes its values take.
+    pub fn byte_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+}
+
 /// Every float parameter of `module`, in the order Burn visits them.
 pub fn parameters<M: Module>(module: &M) -> Vec<Parameter> {
     let mut out = Vec::new();

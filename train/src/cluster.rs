@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use ember_kernels::ops;
+use ember_model::with_values;
 use sha2::{Digest, Sha256};
 
 use crate::error::TrainError;
@@ -106,26 +106,15 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 
 /// A checksum of every parameter's values, in the module's order.
 pub fn weights_checksum<M: Module>(model: &M) -> u64 {
-    let mut hashing = HashParams(Sha256::new());
-    model.visit(&mut hashing);
-    first_u64(hashing.0)
+    let mut hasher = Sha256::new();
+    with_values(model, |_, values| hasher.update(values.as_bytes()));
+    first_u64(hasher)
 }
 
 /// The first 8 bytes of what `hasher` has taken in.
 fn first_u64(hasher: Sha256) -> u64 {
     let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
-}
-
-struct HashParams(Sha256);
-
-impl ModuleVisitor for HashParams {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        // The model holds the tensor too: `ops::snapshot` reads it in place, where `into_data`
-        // would copy it element by element.
-        let data = ops::snapshot(param.val());
-        self.0.update(data.as_bytes());
-    }
 }
 
 /// Averages `grads` over the ranks in place: each rank's gradients are of its mean loss over

@@ -440,7 +440,7 @@ pub fn load(dir: &Path) -> Result<CheckpointFiles, TrainError> {
 }
 
 /// Reads the files of a checkpoint `parts` names and verifies them against the manifest.
-pub fn load_parts(dir: &Path, parts: Parts) -> Result<CheckpointFiles, TrainError> {
+fn load_parts(dir: &Path, parts: Parts) -> Result<CheckpointFiles, TrainError> {
     let damaged = |file: &str, why: &dyn std::fmt::Display| {
         TrainError::Checkpoint(format!("{}: {why}", dir.join(file).display()))
     };

@@ -44,7 +44,7 @@ use crate::optim::adamw;
 pub fn write_model(model: &Gpt, path: &Path) -> Result<(), burn_pack::Error> {
     let mut tensors = Vec::new();
     with_readers(model, |param, read| {
-        let bytes = param.shape.iter().product::<usize>() * param.dtype.size();
+        let bytes = param.byte_len();
         tensors.push(burn_pack::Tensor::deferred(
             param.path,
             param.dtype,
@@ -161,7 +161,7 @@ fn check_tensor(tensor: &Described, param: &Parameter) -> Result<(), String> {
             tensor.shape, param.path, param.shape
         ));
     }
-    let want = param.shape.iter().product::<usize>() * param.dtype.size();
+    let want = param.byte_len();
     if tensor.bytes != want {
         return Err(format!(
             "tensor `{name}` holds {} bytes but its shape and dtype take {want}",
